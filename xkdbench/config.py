@@ -1,0 +1,318 @@
+"""Run configuration: dataclasses loaded strictly from YAML.
+
+One experiment file (the same YAML the Snakemake workflow reads) configures every command. Loading is
+strict: an unknown key, a value of the wrong type or out of range, or an unknown task or method name
+raises `ConfigError` naming the field (as a dotted path) and what is allowed, before any work starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from xkdbench.models.build import ModelSpec
+
+
+class ConfigError(ValueError):
+    """A user-fixable mistake in a configuration; the message names the field and the allowed values."""
+
+
+def _describe(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against the annotation `tp`, converting ints to floats where a float is wanted."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {_describe(tp)}")
+    if dataclasses.is_dataclass(tp):
+        if hasattr(tp, "from_config"):
+            return tp.from_config(value, where)
+        return from_dict(tp, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp) or (Any,)
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        _, item = typing.get_args(tp) or (str, Any)
+        return {k: _coerce(v, item, f"{where}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, bool) or not isinstance(value, tp):
+        raise ConfigError(f"{where}: expected {_describe(tp)}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type, data: Any, where: str = "config") -> Any:
+    """Build dataclass `cls` from a mapping; unknown keys and wrong types raise ConfigError."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(fields))}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _coerce(data[name], hints[name], f"{where}.{name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{where}.{name}: required field is missing")
+    obj = cls(**kwargs)
+    if hasattr(obj, "validate"):
+        obj.validate(where)
+    return obj
+
+
+def check_range(where: str, value: float, low: float | None = None, high: float | None = None,
+                *, low_open: bool = False, high_open: bool = False) -> None:
+    bad = (low is not None and (value < low or (low_open and value == low))) or (
+        high is not None and (value > high or (high_open and value == high)))
+    if bad:
+        lo = "-inf" if low is None else f"{low}"
+        hi = "inf" if high is None else f"{high}"
+        interval = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
+        raise ConfigError(f"{where}: {value!r} is out of range; allowed: {interval}")
+
+
+def check_choice(where: str, value: Any, allowed: typing.Iterable[Any]) -> None:
+    allowed = list(allowed)
+    if value not in allowed:
+        raise ConfigError(f"{where}: {value!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
+
+
+SCHEDULES = ("constant", "linear", "cosine")
+
+
+@dataclass
+class TrainingConfig:
+    """Optimisation budget of one training run (the same for every method in a cell).
+
+    batch_size is per micro-batch; one optimiser step sees batch_size * grad_accum examples, and its
+    loss is the mean over all their target tokens (global token normalisation).
+    """
+
+    steps: int = 200
+    batch_size: int = 16
+    grad_accum: int = 1
+    lr: float = 1e-3
+    schedule: str = "cosine"
+    warmup_steps: int = 20
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    log_every: int = 10
+    checkpoint_every: int = 100
+
+    def validate(self, where: str) -> None:
+        for name in ("steps", "batch_size", "grad_accum", "log_every", "checkpoint_every"):
+            check_range(f"{where}.{name}", getattr(self, name), 1)
+        check_range(f"{where}.lr", self.lr, 0, low_open=True)
+        check_range(f"{where}.warmup_steps", self.warmup_steps, 0)
+        check_range(f"{where}.weight_decay", self.weight_decay, 0)
+        check_range(f"{where}.max_grad_norm", self.max_grad_norm, 0, low_open=True)
+        check_choice(f"{where}.schedule", self.schedule, SCHEDULES)
+
+
+@dataclass
+class SamplingConfig:
+    """How on-policy samples are drawn during distillation (sampling_temperature, not the loss's)."""
+
+    max_new_tokens: int = 64
+    sampling_temperature: float = 1.0
+    top_p: float = 1.0
+
+    def validate(self, where: str) -> None:
+        check_range(f"{where}.max_new_tokens", self.max_new_tokens, 1)
+        check_range(f"{where}.sampling_temperature", self.sampling_temperature, 0, low_open=True)
+        check_range(f"{where}.top_p", self.top_p, 0, 1, low_open=True)
+
+
+@dataclass
+class EvaluationConfig:
+    batch_size: int = 64
+    samples_per_input: int = 4
+    sampling_temperatures: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0, 1.25])
+    split: str = "test"
+    limit: int | None = None  # evaluate the first `limit` inputs only (None: all)
+
+    def validate(self, where: str) -> None:
+        check_range(f"{where}.batch_size", self.batch_size, 1)
+        check_range(f"{where}.samples_per_input", self.samples_per_input, 0)
+        if self.samples_per_input == 1:
+            raise ConfigError(f"{where}.samples_per_input: diversity needs 0 (no sampling) or >= 2 samples, got 1")
+        for i, t in enumerate(self.sampling_temperatures):
+            check_range(f"{where}.sampling_temperatures[{i}]", t, 0, low_open=True)
+        check_choice(f"{where}.split", self.split, ("validation", "test"))
+        if self.limit is not None:
+            check_range(f"{where}.limit", self.limit, 1)
+
+
+@dataclass
+class SeqKDConfig:
+    """How teacher outputs for SeqKD-style methods are produced, once per task."""
+
+    decoding: str = "greedy"  # greedy | sample
+    sampling_temperature: float = 1.0
+
+    def validate(self, where: str) -> None:
+        check_choice(f"{where}.decoding", self.decoding, ("greedy", "sample"))
+        check_range(f"{where}.sampling_temperature", self.sampling_temperature, 0, low_open=True)
+
+
+@dataclass
+class TaskConfig:
+    """One task of the experiment: its source, generator/dataset options and sequence limits.
+
+    Any training section given here replaces fields of the experiment-wide one for this task only.
+    """
+
+    source: str = "embedded"
+    options: dict[str, Any] = field(default_factory=dict)
+    max_prompt_tokens: int = 128
+    max_target_tokens: int = 64
+    teacher_training: dict[str, Any] = field(default_factory=dict)
+    student_init: dict[str, Any] = field(default_factory=dict)
+    distill: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self, where: str) -> None:
+        check_choice(f"{where}.source", self.source, ("embedded", "hf"))
+        check_range(f"{where}.max_prompt_tokens", self.max_prompt_tokens, 2)
+        check_range(f"{where}.max_target_tokens", self.max_target_tokens, 2)
+
+
+@dataclass
+class TokenizerConfig:
+    vocab_size: int = 1000
+    pretrained: str | None = None  # a hub id or directory whose tokenizer to use instead of training one
+
+    def validate(self, where: str) -> None:
+        if not self.pretrained:
+            check_range(f"{where}.vocab_size", self.vocab_size, 300)
+
+
+@dataclass
+class ModelsConfig:
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    teacher: ModelSpec = field(default_factory=ModelSpec)
+    student: ModelSpec = field(default_factory=lambda: ModelSpec(d_model=64, n_layers=2, n_heads=2, d_ff=256))
+
+    def validate(self, where: str) -> None:
+        self.teacher.validate(f"{where}.teacher")
+        self.student.validate(f"{where}.student")
+
+
+@dataclass
+class MethodEntry:
+    """A method variant: a display name, a registry key and that method's settings.
+
+    In YAML the settings sit beside the two keys: `{name: gkd_rkl_on, method: gkd, divergence: reverse_kl}`.
+    """
+
+    name: str
+    method: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, data: Any, where: str) -> MethodEntry:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a mapping with keys 'name' and 'method', got {data!r}")
+        for key in ("name", "method"):
+            if not isinstance(data.get(key), str) or not data[key]:
+                raise ConfigError(f"{where}.{key}: required (a non-empty string)")
+        settings = {k: v for k, v in data.items() if k not in ("name", "method")}
+        return cls(name=data["name"], method=data["method"], settings=settings)
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "experiment"
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
+    tasks: dict[str, TaskConfig] = field(default_factory=dict)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    teacher_training: TrainingConfig = field(default_factory=TrainingConfig)
+    student_init: TrainingConfig = field(default_factory=TrainingConfig)
+    distill: TrainingConfig = field(default_factory=TrainingConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    seqkd: SeqKDConfig = field(default_factory=SeqKDConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    methods: list[MethodEntry] = field(default_factory=list)
+    fractions: list[float] = field(default_factory=lambda: [1.0])
+    seeds: list[int] = field(default_factory=lambda: [0])
+
+    def validate(self, where: str) -> None:
+        from xkdbench.methods import METHODS, method_config
+        from xkdbench.tasks import task_names
+
+        check_choice(f"{where}.device", self.device, ("auto", "cpu", "cuda"))
+        check_choice(f"{where}.precision", self.precision, ("auto", "fp32", "bf16"))
+        if not self.tasks:
+            raise ConfigError(f"{where}.tasks: at least one task is required; known tasks: {', '.join(task_names())}")
+        for name in self.tasks:
+            check_choice(f"{where}.tasks", name, task_names())
+            for section in ("teacher_training", "student_init", "distill"):
+                self.training(section, name)  # validates the per-task override now
+        seen = set()
+        for i, entry in enumerate(self.methods):
+            check_choice(f"{where}.methods[{i}].method", entry.method, METHODS.names())
+            if entry.name in seen:
+                raise ConfigError(f"{where}.methods[{i}].name: {entry.name!r} is used twice; names must be unique")
+            seen.add(entry.name)
+            method_config(entry.method, entry.settings, f"{where}.methods[{i}].settings")
+        for i, f in enumerate(self.fractions):
+            check_range(f"{where}.fractions[{i}]", f, 0, 1, low_open=True)
+
+    def training(self, section: str, task: str) -> TrainingConfig:
+        """The training config of `section` for `task`, with the task's overrides applied."""
+        base = dataclasses.asdict(getattr(self, section))
+        override = getattr(self.tasks[task], section)
+        return from_dict(TrainingConfig, {**base, **override}, f"config.tasks.{task}.{section}")
+
+    def task(self, name: str) -> TaskConfig:
+        if name not in self.tasks:
+            raise ConfigError(f"--task: {name!r} is not in this config; configured tasks: {', '.join(self.tasks)}")
+        return self.tasks[name]
+
+    def method(self, name: str) -> MethodEntry:
+        for entry in self.methods:
+            if entry.name == name:
+                return entry
+        raise ConfigError(f"--method: {name!r} is not a method variant of this config; "
+                          f"configured: {', '.join(e.name for e in self.methods)}")
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    return from_dict(ExperimentConfig, data, "config")
+
+
+def to_dict(obj: Any) -> Any:
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj

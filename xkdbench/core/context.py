@@ -1,0 +1,82 @@
+"""What a method may use during training: the student, the teacher view, on-policy sampling.
+
+The context counts the costs a method incurs (teacher forward passes, generated tokens), so the cost
+figure compares methods on what they actually did.
+"""
+from __future__ import annotations
+
+import random
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+
+from xkdbench.config import SamplingConfig
+from xkdbench.models.batch import Batch
+from xkdbench.models.seq2seq import Seq2SeqLM
+
+
+@dataclass
+class TrainExamples:
+    """One micro-batch of training inputs: gold targets, and the teacher's cached outputs if asked for."""
+
+    gold: Batch
+    teacher_output: Batch | None = None
+
+    def to(self, device) -> TrainExamples:
+        return TrainExamples(self.gold.to(device), self.teacher_output.to(device) if self.teacher_output else None)
+
+
+class TrainContext:
+    def __init__(self, student: Seq2SeqLM, teacher: Seq2SeqLM | None, sampling: SamplingConfig, *,
+                 device: torch.device, use_bf16: bool, seed: int):
+        self.student = student
+        self.teacher = teacher
+        self.sampling = sampling
+        self.device = device
+        self.use_bf16 = use_bf16
+        # Decisions a method draws per step (e.g. GKD's on-policy coin) come from this generator,
+        # seeded from the run seed, so every process of a distributed run takes the same branch.
+        self.rng = random.Random(seed)
+        self.teacher_forward_sequences = torch.zeros((), dtype=torch.long)
+        self.generated_tokens = torch.zeros((), dtype=torch.long)
+
+    def autocast(self):
+        """bf16 autocast on CUDA when asked for; full fp32 elsewhere (fp16 is unusable on CPU)."""
+        if self.use_bf16:
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    def student_logits(self, batch: Batch, *, with_hidden: bool = False):
+        """Student logits (B, T, V) on batch's targets (with gradient)."""
+        with self.autocast():
+            return self.student.target_logits(batch, with_hidden=with_hidden)
+
+    @torch.no_grad()
+    def teacher_logits(self, batch: Batch) -> torch.Tensor:
+        """Teacher logits (B, T, V) on batch's targets, without gradient."""
+        if self.teacher is None:
+            raise RuntimeError("this method declared needs_teacher = False but asked for teacher logits")
+        self.teacher_forward_sequences += batch.size
+        with self.autocast():
+            return self.teacher.target_logits(batch)
+
+    def sample_student(self, batch: Batch, *, temperature: float | None = None, num_samples: int = 1) -> Batch:
+        """On-policy samples for the batch's prompts: no gradient, KV cache, masked after the first EOS."""
+        return self._sample(self.student, batch, temperature, num_samples)
+
+    def sample_teacher(self, batch: Batch, *, temperature: float | None = None, num_samples: int = 1) -> Batch:
+        if self.teacher is None:
+            raise RuntimeError("this method declared needs_teacher = False but asked for teacher samples")
+        self.teacher_forward_sequences += batch.size * num_samples
+        return self._sample(self.teacher, batch, temperature, num_samples)
+
+    def _sample(self, model: Seq2SeqLM, batch: Batch, temperature: float | None, num_samples: int) -> Batch:
+        with self.autocast():
+            out = model.generate(
+                batch, max_new_tokens=self.sampling.max_new_tokens, do_sample=True,
+                temperature=temperature or self.sampling.sampling_temperature, top_p=self.sampling.top_p,
+                num_return_sequences=num_samples,
+            )
+        self.generated_tokens += out.target_mask.sum().cpu()
+        return out

@@ -1,0 +1,163 @@
+"""The one training loop every method runs through (teacher SFT and student init included).
+
+Read top to bottom: set up, resume if a checkpoint exists, then per optimiser step
+  1. the method builds its micro-batches (gold, cached teacher outputs, or fresh samples),
+  2. the per-token loss of each micro-batch is masked and divided by the token count of the WHOLE
+     step (global token normalisation: accumulation never changes the loss),
+  3. clip, step, schedule, log, checkpoint.
+The final student is saved as a Hugging Face directory; method modules are saved beside it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from xkdbench.config import SamplingConfig, TrainingConfig
+from xkdbench.core.context import TrainContext
+from xkdbench.core.data import StepLoader, TrainData
+from xkdbench.core.runtime import rng_state, seed_everything, set_rng_state, use_bf16
+from xkdbench.io import atomic_path, read_jsonl, write_json, write_jsonl
+from xkdbench.methods.base import Method
+from xkdbench.models.seq2seq import Seq2SeqLM
+
+CHECKPOINT = "checkpoint"
+FINAL = "model"
+LOG = "train_log.jsonl"
+SUMMARY = "train_summary.json"
+
+
+@dataclass
+class TrainSetup:
+    method_cls: type[Method]
+    method_config: Any
+    student: Seq2SeqLM
+    data: TrainData
+    training: TrainingConfig
+    seed: int
+    device: torch.device
+    precision: str = "auto"
+    teacher: Seq2SeqLM | None = None
+    sampling: SamplingConfig | None = None
+
+
+def lr_factor(step: int, cfg: TrainingConfig) -> float:
+    """Linear warm-up, then constant, linear or cosine decay to zero at cfg.steps."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return 1.0
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return max(0.0, 1.0 - progress) if cfg.schedule == "linear" else 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train(setup: TrainSetup, out_dir: str | Path, *, stop_after: int | None = None) -> dict:
+    """Train and save to out_dir/model; resumes from out_dir/checkpoint when present.
+
+    stop_after: end (with a checkpoint) after this many optimiser steps; used to test resume.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = setup.training
+    seed_everything(setup.seed)
+    student, teacher = setup.student, setup.teacher
+    student.model.to(setup.device).train()
+    if teacher is not None:
+        teacher.model.to(setup.device).eval().requires_grad_(False)
+    ctx = TrainContext(student, teacher, setup.sampling or SamplingConfig(), device=setup.device,
+                       use_bf16=use_bf16(setup.precision, setup.device), seed=setup.seed)
+    method = setup.method_cls(setup.method_config, ctx)
+    modules = {"student": student.model, **method.trainable_modules()}
+    for module in modules.values():
+        module.to(setup.device).train()
+    params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+    loader = StepLoader(setup.data, student, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, seed=setup.seed)
+
+    start_step, elapsed, tokens = 0, 0.0, torch.zeros((), dtype=torch.long)
+    log_path = out_dir / LOG
+    if (out_dir / CHECKPOINT).is_dir():
+        state = torch.load(out_dir / CHECKPOINT / "trainer_state.pt", weights_only=False)
+        for name, module in modules.items():
+            module.load_state_dict(state["modules"][name])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        method.load_state_dict(state["method"])
+        ctx.rng.setstate(state["ctx_rng"])
+        ctx.teacher_forward_sequences += state["teacher_forward_sequences"]
+        ctx.generated_tokens += state["generated_tokens"]
+        tokens += state["tokens"]
+        set_rng_state(state["rng"])
+        start_step, elapsed = state["step"], state["elapsed"]
+        # drop log lines written after the checkpoint: they will be written again
+        kept = [r for r in read_jsonl(log_path) if r["step"] <= start_step] if log_path.exists() else []
+        write_jsonl(log_path, kept)
+    elif log_path.exists():
+        log_path.unlink()
+
+    def save_checkpoint(step: int) -> None:
+        with atomic_path(out_dir / CHECKPOINT) as tmp:
+            tmp.mkdir()
+            torch.save({
+                "step": step, "elapsed": elapsed + time.perf_counter() - t0,
+                "modules": {n: m.state_dict() for n, m in modules.items()},
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "method": method.state_dict(), "ctx_rng": ctx.rng.getstate(), "rng": rng_state(),
+                "tokens": tokens.clone(), "teacher_forward_sequences": ctx.teacher_forward_sequences.clone(),
+                "generated_tokens": ctx.generated_tokens.clone(),
+            }, tmp / "trainer_state.pt")
+
+    t0 = time.perf_counter()
+    end_step = cfg.steps if stop_after is None else min(cfg.steps, start_step + stop_after)
+    with open(log_path, "a", encoding="utf-8") as log:
+        for step in range(start_step, end_step):
+            micro = [method.sequences(examples.to(setup.device), step) for examples in loader.step_examples(step)]
+            step_tokens = sum(b.target_mask.sum() for b in micro).clamp(min=1)  # global token count
+            optimizer.zero_grad(set_to_none=True)
+            term_totals: dict[str, torch.Tensor] = {}
+            for batch in micro:
+                terms = method.loss(batch)  # name -> (B, T)
+                mask = batch.target_mask.to(torch.float32)
+                masked = {name: (t.float() * mask).sum() for name, t in terms.items()}
+                (sum(masked.values()) / step_tokens).backward()
+                for name, value in masked.items():
+                    term_totals[name] = term_totals.get(name, 0) + value.detach()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            tokens += step_tokens.cpu()
+            done = step + 1
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                record = {"step": done, "loss": float(sum(term_totals.values()) / step_tokens)}
+                record.update({name: float(v / step_tokens) for name, v in term_totals.items()})
+                record.update({"lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+                               "tokens": int(tokens), "generated_tokens": int(ctx.generated_tokens),
+                               "teacher_forward_sequences": int(ctx.teacher_forward_sequences),
+                               "seconds": round(elapsed + time.perf_counter() - t0, 3)})
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+            if done < cfg.steps and (done % cfg.checkpoint_every == 0 or done == end_step):
+                save_checkpoint(done)
+
+    if end_step < cfg.steps:
+        return {"stopped_at": end_step}
+    seconds = elapsed + time.perf_counter() - t0
+    extra = {name: m for name, m in modules.items() if name != "student"}
+    student.save(out_dir / FINAL, extra_modules=extra)
+    summary = {
+        "steps": cfg.steps, "seconds": round(seconds, 3), "tokens": int(tokens),
+        "generated_tokens": int(ctx.generated_tokens),
+        "teacher_forward_sequences": int(ctx.teacher_forward_sequences),
+        "examples": len(setup.data), "student_parameters": student.num_parameters(),
+    }
+    write_json(out_dir / SUMMARY, summary)
+    if (out_dir / CHECKPOINT).is_dir():
+        import shutil
+        shutil.rmtree(out_dir / CHECKPOINT)
+    return summary

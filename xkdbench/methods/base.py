@@ -1,0 +1,95 @@
+"""The method interface: the one extension point of the suite.
+
+A method is one file: a config dataclass (every field documented with the paper symbol it stands for)
+and a class registered by name that says where its training sequences come from (`sequences`) and
+what per-token loss it puts on them (`loss`). Everything else (models, devices, optimiser, schedule,
+accumulation, normalisation, clipping, seeding, logging, checkpoints, resume) belongs to the core.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+from xkdbench.models.batch import Batch
+from xkdbench.registry import Registry
+
+if TYPE_CHECKING:
+    from xkdbench.core.context import TrainContext, TrainExamples
+
+
+@dataclass(frozen=True)
+class Paper:
+    title: str
+    arxiv: str | None = None
+    venue: str | None = None
+
+
+METHODS: Registry[type[Method]] = Registry("method")
+
+
+class Method:
+    """Base class. Subclasses set `Config`, `paper`, and override `sequences` and/or `loss`.
+
+    Two class methods tell the core what to load before training starts:
+      needs_teacher(config): load the teacher and offer `ctx.teacher_logits` / `ctx.sample_teacher`.
+      uses_teacher_outputs(config): load the teacher's cached outputs for the training inputs
+        (SeqKD data, decoded once per task) and pass them with every batch as `examples.teacher_output`.
+    """
+
+    Config: ClassVar[type] = type(None)
+    paper: ClassVar[Paper | None] = None
+    key: ClassVar[str] = ""
+
+    @classmethod
+    def needs_teacher(cls, config: Any) -> bool:
+        return True
+
+    @classmethod
+    def uses_teacher_outputs(cls, config: Any) -> bool:
+        return False
+
+    def __init__(self, config: Any, ctx: TrainContext):
+        self.config = config
+        self.ctx = ctx
+
+    def sequences(self, examples: TrainExamples, step: int) -> Batch:
+        """Data-source hook: the batch to train on this micro-step (default: the gold one)."""
+        return examples.gold
+
+    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Loss hook: named per-token loss terms, each (B, T) aligned with batch.target_ids.
+
+        The core sums the terms, masks them with batch.target_mask and divides by the number of
+        target tokens of the whole optimiser step; a method never reduces.
+        """
+        raise NotImplementedError
+
+    def trainable_modules(self) -> dict[str, torch.nn.Module]:
+        """Extra modules trained together with the student (saved beside it, dropped at inference)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Method state beyond its modules (buffers, schedules), saved in checkpoints for resume."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def register(name: str):
+    """Register a Method subclass under its registry key (the `method:` of a config entry)."""
+    def decorator(cls: type[Method]) -> type[Method]:
+        cls.key = name
+        return METHODS.register(name)(cls)
+
+    return decorator
+
+
+def method_config(method: str, settings: dict[str, Any], where: str = "settings") -> Any:
+    """Build the config dataclass of `method` from `settings`, strictly."""
+    from xkdbench.config import from_dict
+
+    cls = METHODS.get(method, field=where.rsplit(".settings", 1)[0] + ".method")
+    return from_dict(cls.Config, settings, where)

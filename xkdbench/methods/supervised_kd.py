@@ -1,0 +1,40 @@
+"""Supervised KD: forward KL to the teacher's token distributions on gold sequences."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xkdbench.config import check_range
+from xkdbench.methods.base import Method, Paper, register
+from xkdbench.methods.common import token_nll
+
+
+@dataclass
+class SupervisedKDConfig:
+    """hard_label_weight: weight of the gold NLL added to the KL (0 as in GKD; LMOps uses 0.5).
+    loss_temperature: logits of both models are divided by it inside the KL."""
+
+    hard_label_weight: float = 0.0
+    loss_temperature: float = 1.0
+
+    def validate(self, where):
+        check_range(f"{where}.hard_label_weight", self.hard_label_weight, 0)
+        check_range(f"{where}.loss_temperature", self.loss_temperature, 0, low_open=True)
+
+
+@register("supervised_kd")
+class SupervisedKD(Method):
+    """sum_v p(v|s_t) (log p - log q) on gold y (Hinton et al. 2015; Sanh et al. 2019 for LMs),
+    equal to GKD with student_data_fraction 0 and forward KL."""
+
+    Config = SupervisedKDConfig
+    paper = Paper("Distilling the Knowledge in a Neural Network", "1503.02531")
+
+    def loss(self, batch):
+        from xkdbench.losses import forward_kl
+
+        teacher = self.ctx.teacher_logits(batch)
+        student = self.ctx.student_logits(batch)
+        terms = {"forward_kl": forward_kl(student, teacher, temperature=self.config.loss_temperature)}
+        if self.config.hard_label_weight:
+            terms["nll"] = self.config.hard_label_weight * token_nll(student, batch.target_ids)
+        return terms
