@@ -139,14 +139,13 @@ class TrainingConfig:
 
 @dataclass
 class SamplingConfig:
-    """How on-policy samples are drawn during distillation (sampling_temperature, not the loss's)."""
+    """How on-policy samples are drawn during distillation (sampling_temperature, not the loss's).
+    Their length limit is the task's max_target_tokens."""
 
-    max_new_tokens: int = 64
     sampling_temperature: float = 1.0
     top_p: float = 1.0
 
     def validate(self, where: str) -> None:
-        check_range(f"{where}.max_new_tokens", self.max_new_tokens, 1)
         check_range(f"{where}.sampling_temperature", self.sampling_temperature, 0, low_open=True)
         check_range(f"{where}.top_p", self.top_p, 0, 1, low_open=True)
 

@@ -80,7 +80,7 @@ def test_near_zero_divided_by_beta_tends_to_forward_kl(pair):
         errors.append(error.abs().max().item())
         if beta <= 1e-4:  # the first-order term of the error is the derived -beta chi2(p||q) / 2
             torch.testing.assert_close(error / beta, -chi2 / 2, rtol=0.02, atol=0)
-    assert all(later < 0.2 * earlier for earlier, later in zip(errors, errors[1:]))
+    assert all(later < 0.2 * earlier for earlier, later in zip(errors[:-1], errors[1:], strict=True))
     assert errors[-1] < 1e-3 * fkl.min().item()
     # the two pieces, with m the skew mixture: KL(p||m) = KL(p||q) - beta chi2 + ..., KL(q||m) = beta^2 chi2 / 2 + ...
     beta = 1e-4
@@ -98,7 +98,7 @@ def test_near_one_divided_by_one_minus_beta_tends_to_reverse_kl(pair):
         errors.append(error.abs().max().item())
         if gap <= 1e-4:
             torch.testing.assert_close(error / gap, -chi2 / 2, rtol=0.02, atol=0)
-    assert all(later < 0.2 * earlier for earlier, later in zip(errors, errors[1:]))
+    assert all(later < 0.2 * earlier for earlier, later in zip(errors[:-1], errors[1:], strict=True))
     assert errors[-1] < 1e-3 * rkl.min().item()
 
 

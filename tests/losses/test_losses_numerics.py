@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from xkdbench.losses import (
-    DIVERGENCES, divergence_fn, forward_kl, reverse_kl, skew_forward_kl, skew_reverse_kl, total_variation,
+    DIVERGENCES,
+    divergence_fn,
+    forward_kl,
+    reverse_kl,
+    skew_forward_kl,
+    skew_reverse_kl,
+    total_variation,
 )
 
 # every divergence, with interior and endpoint parameters: (registry name, parameters)

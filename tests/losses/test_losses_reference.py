@@ -8,7 +8,13 @@ import torch
 import torch.nn.functional as F
 
 from xkdbench.losses import (
-    DIVERGENCES, forward_kl, generalized_jsd, reverse_kl, skew_forward_kl, skew_reverse_kl, total_variation,
+    DIVERGENCES,
+    forward_kl,
+    generalized_jsd,
+    reverse_kl,
+    skew_forward_kl,
+    skew_reverse_kl,
+    total_variation,
 )
 
 

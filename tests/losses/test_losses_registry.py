@@ -5,8 +5,15 @@ import pytest
 import torch
 
 from xkdbench.losses import (
-    DIVERGENCES, divergence_fn, divergence_parameters, forward_kl, generalized_jsd, reverse_kl, skew_forward_kl,
-    skew_reverse_kl, total_variation,
+    DIVERGENCES,
+    divergence_fn,
+    divergence_parameters,
+    forward_kl,
+    generalized_jsd,
+    reverse_kl,
+    skew_forward_kl,
+    skew_reverse_kl,
+    total_variation,
 )
 from xkdbench.registry import UnknownNameError
 

@@ -29,10 +29,11 @@ class TrainExamples:
 
 class TrainContext:
     def __init__(self, student: Seq2SeqLM, teacher: Seq2SeqLM | None, sampling: SamplingConfig, *,
-                 device: torch.device, use_bf16: bool, seed: int):
+                 max_new_tokens: int, device: torch.device, use_bf16: bool, seed: int):
         self.student = student
         self.teacher = teacher
         self.sampling = sampling
+        self.max_new_tokens = max_new_tokens
         self.device = device
         self.use_bf16 = use_bf16
         # Decisions a method draws per step (e.g. GKD's on-policy coin) come from this generator,
@@ -74,7 +75,7 @@ class TrainContext:
     def _sample(self, model: Seq2SeqLM, batch: Batch, temperature: float | None, num_samples: int) -> Batch:
         with self.autocast():
             out = model.generate(
-                batch, max_new_tokens=self.sampling.max_new_tokens, do_sample=True,
+                batch, max_new_tokens=self.max_new_tokens, do_sample=True,
                 temperature=temperature or self.sampling.sampling_temperature, top_p=self.sampling.top_p,
                 num_return_sequences=num_samples,
             )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from xkdbench.core.data import StepLoader, TrainData
 from xkdbench.core.runtime import rng_state, seed_everything, set_rng_state, use_bf16
 from xkdbench.io import atomic_path, read_jsonl, write_json, write_jsonl
 from xkdbench.methods.base import Method
+from xkdbench.models.batch import Batch
 from xkdbench.models.seq2seq import Seq2SeqLM
 
 CHECKPOINT = "checkpoint"
@@ -44,6 +46,7 @@ class TrainSetup:
     precision: str = "auto"
     teacher: Seq2SeqLM | None = None
     sampling: SamplingConfig | None = None
+    max_new_tokens: int = 64  # length limit of on-policy samples (the task's max_target_tokens)
 
 
 def lr_factor(step: int, cfg: TrainingConfig) -> float:
@@ -54,6 +57,25 @@ def lr_factor(step: int, cfg: TrainingConfig) -> float:
         return 1.0
     progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
     return max(0.0, 1.0 - progress) if cfg.schedule == "linear" else 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def backward_step(method: Method, micro: list[Batch]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Accumulate the gradient of one optimiser step over its micro-batches.
+
+    Each micro-batch's masked token sum is divided by the target-token count of the WHOLE step, so the
+    gradient is the token mean over the step however it is split. Returns that count and the detached
+    token sums of each loss term (for logging, without a host sync here).
+    """
+    step_tokens = sum(b.target_mask.sum() for b in micro).clamp(min=1)  # global token count
+    term_totals: dict[str, torch.Tensor] = {}
+    for batch in micro:
+        terms = method.loss(batch)  # name -> (B, T)
+        mask = batch.target_mask.to(torch.float32)
+        masked = {name: (t.float() * mask).sum() for name, t in terms.items()}
+        (sum(masked.values()) / step_tokens).backward()
+        for name, value in masked.items():
+            term_totals[name] = term_totals.get(name, 0) + value.detach()
+    return step_tokens, term_totals
 
 
 def train(setup: TrainSetup, out_dir: str | Path, *, stop_after: int | None = None) -> dict:
@@ -69,7 +91,8 @@ def train(setup: TrainSetup, out_dir: str | Path, *, stop_after: int | None = No
     student.model.to(setup.device).train()
     if teacher is not None:
         teacher.model.to(setup.device).eval().requires_grad_(False)
-    ctx = TrainContext(student, teacher, setup.sampling or SamplingConfig(), device=setup.device,
+    ctx = TrainContext(student, teacher, setup.sampling or SamplingConfig(), max_new_tokens=setup.max_new_tokens,
+                       device=setup.device,
                        use_bf16=use_bf16(setup.precision, setup.device), seed=setup.seed)
     method = setup.method_cls(setup.method_config, ctx)
     modules = {"student": student.model, **method.trainable_modules()}
@@ -84,8 +107,11 @@ def train(setup: TrainSetup, out_dir: str | Path, *, stop_after: int | None = No
     log_path = out_dir / LOG
     if (out_dir / CHECKPOINT).is_dir():
         state = torch.load(out_dir / CHECKPOINT / "trainer_state.pt", weights_only=False)
+        saved_student = type(student.model).from_pretrained(out_dir / CHECKPOINT / FINAL)
+        student.model.load_state_dict(saved_student.state_dict())
         for name, module in modules.items():
-            module.load_state_dict(state["modules"][name])
+            if name != "student":
+                module.load_state_dict(state["modules"][name])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         method.load_state_dict(state["method"])
@@ -104,9 +130,10 @@ def train(setup: TrainSetup, out_dir: str | Path, *, stop_after: int | None = No
     def save_checkpoint(step: int) -> None:
         with atomic_path(out_dir / CHECKPOINT) as tmp:
             tmp.mkdir()
+            student.model.save_pretrained(tmp / FINAL)  # a Hugging Face directory, loadable as is
             torch.save({
                 "step": step, "elapsed": elapsed + time.perf_counter() - t0,
-                "modules": {n: m.state_dict() for n, m in modules.items()},
+                "modules": {n: m.state_dict() for n, m in modules.items() if n != "student"},
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "method": method.state_dict(), "ctx_rng": ctx.rng.getstate(), "rng": rng_state(),
                 "tokens": tokens.clone(), "teacher_forward_sequences": ctx.teacher_forward_sequences.clone(),
@@ -118,16 +145,8 @@ def train(setup: TrainSetup, out_dir: str | Path, *, stop_after: int | None = No
     with open(log_path, "a", encoding="utf-8") as log:
         for step in range(start_step, end_step):
             micro = [method.sequences(examples.to(setup.device), step) for examples in loader.step_examples(step)]
-            step_tokens = sum(b.target_mask.sum() for b in micro).clamp(min=1)  # global token count
             optimizer.zero_grad(set_to_none=True)
-            term_totals: dict[str, torch.Tensor] = {}
-            for batch in micro:
-                terms = method.loss(batch)  # name -> (B, T)
-                mask = batch.target_mask.to(torch.float32)
-                masked = {name: (t.float() * mask).sum() for name, t in terms.items()}
-                (sum(masked.values()) / step_tokens).backward()
-                for name, value in masked.items():
-                    term_totals[name] = term_totals.get(name, 0) + value.detach()
+            step_tokens, term_totals = backward_step(method, micro)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
@@ -157,7 +176,5 @@ def train(setup: TrainSetup, out_dir: str | Path, *, stop_after: int | None = No
         "examples": len(setup.data), "student_parameters": student.num_parameters(),
     }
     write_json(out_dir / SUMMARY, summary)
-    if (out_dir / CHECKPOINT).is_dir():
-        import shutil
-        shutil.rmtree(out_dir / CHECKPOINT)
+    shutil.rmtree(out_dir / CHECKPOINT, ignore_errors=True)  # the final model supersedes it
     return summary

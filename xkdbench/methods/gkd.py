@@ -14,10 +14,10 @@ class GKDConfig(DivergenceSettings):
       student samples (drawn at the experiment's sampling temperature, 1 by default) instead of
       fixed data. 0 = supervised (off-policy), 1 = fully on-policy.
     seq_kd: the fixed data are the teacher's cached outputs instead of gold outputs.
-    divergence, beta, alpha, loss_temperature: see DivergenceSettings (default generalized JSD 0.5)."""
+    divergence, beta, alpha, loss_temperature: see DivergenceSettings (default: generalized JSD with
+      beta 0.5, the divergence's own default)."""
 
     divergence: str = "jsd"
-    beta: float | None = 0.5
     student_data_fraction: float = 0.5
     seq_kd: bool = False
 

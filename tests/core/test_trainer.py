@@ -1,0 +1,122 @@
+"""The core's guarantees: accumulation invariance, resume equals uninterrupted, determinism."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.conftest import tiny_model
+from xkdbench.config import SamplingConfig, TrainingConfig
+from xkdbench.core.context import TrainContext
+from xkdbench.core.data import StepLoader
+from xkdbench.core.trainer import TrainSetup, backward_step, lr_factor, train
+from xkdbench.methods import METHODS, method_config
+
+CPU = torch.device("cpu")
+
+
+def run(tokenizer, family, data, out, *, method="sft", settings=None, stop_after=None, seed=0, **training):
+    student = tiny_model(tokenizer, family, seed=1)
+    teacher = tiny_model(tokenizer, family, seed=2, width=48) if method != "sft" else None
+    cfg = TrainingConfig(**{"steps": 4, "batch_size": 8, "lr": 1e-2, "warmup_steps": 1, "log_every": 1,
+                            "checkpoint_every": 100, **training})
+    setup = TrainSetup(METHODS.get(method), method_config(method, settings or {}), student, data, cfg, seed, CPU,
+                       teacher=teacher, sampling=SamplingConfig(), max_new_tokens=8)
+    summary = train(setup, out, stop_after=stop_after)
+    return student, summary
+
+
+def weights(model):
+    return {k: v.clone() for k, v in model.model.state_dict().items()}
+
+
+def assert_same_weights(a, b, exact=False):
+    wa, wb = weights(a), weights(b)
+    for key in wa:
+        if exact:
+            assert torch.equal(wa[key], wb[key]), key
+        else:
+            torch.testing.assert_close(wa[key], wb[key], atol=5e-5, rtol=1e-4, msg=key)
+
+
+ACCUMULATION_CASES = [("sft", {}), ("supervised_kd", {}), ("gkd", {"student_data_fraction": 0.0}),
+                      ("token_divergence", {"divergence": "total_variation"})]
+
+
+@pytest.mark.parametrize("method,settings", ACCUMULATION_CASES)
+def test_accumulation_invariance_of_the_gradient(tokenizer, family, toy_data, method, settings):
+    """One step at batch 8 x accumulation 1 has the same gradient as batch 4 x accumulation 2,
+    although the two splits pad their micro-batches to different lengths."""
+    grads = []
+    for batch_size, accum in ((8, 1), (4, 2)):
+        student = tiny_model(tokenizer, family, seed=1)
+        ctx = TrainContext(student, tiny_model(tokenizer, family, seed=2, width=48), SamplingConfig(),
+                           max_new_tokens=8, device=CPU, use_bf16=False, seed=0)
+        impl = METHODS.get(method)(method_config(method, settings), ctx)
+        loader = StepLoader(toy_data, student, batch_size=batch_size, grad_accum=accum, seed=0)
+        micro = [impl.sequences(ex, 0) for ex in loader.step_examples(0)]
+        assert len(micro) == accum
+        tokens, totals = backward_step(impl, micro)
+        grads.append((tokens, {n: p.grad.clone() for n, p in student.model.named_parameters()}))
+    assert grads[0][0] == grads[1][0]
+    for name, grad in grads[0][1].items():
+        torch.testing.assert_close(grad, grads[1][1][name], atol=1e-7, rtol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("method,settings", ACCUMULATION_CASES[:2])
+def test_accumulation_invariance_of_training(tmp_path, tokenizer, family, toy_data, method, settings):
+    """Whole runs agree too (up to Adam's amplification of float rounding in near-zero gradients)."""
+    a, _ = run(tokenizer, family, toy_data, tmp_path / "a", method=method, settings=settings, batch_size=8, grad_accum=1)
+    b, _ = run(tokenizer, family, toy_data, tmp_path / "b", method=method, settings=settings, batch_size=4, grad_accum=2)
+    assert_same_weights(a, b)
+
+
+@pytest.mark.parametrize("method,settings", [("sft", {}), ("gkd", {"student_data_fraction": 0.5})])
+def test_resume_equals_uninterrupted(tmp_path, tokenizer, family, toy_data, method, settings):
+    full, summary = run(tokenizer, family, toy_data, tmp_path / "full", method=method, settings=settings, steps=5)
+    run(tokenizer, family, toy_data, tmp_path / "cut", method=method, settings=settings, steps=5, stop_after=2)
+    assert (tmp_path / "cut" / "checkpoint" / "model" / "config.json").exists()
+    assert not (tmp_path / "cut" / "model").exists(), "an interrupted run must not look finished"
+    resumed, resumed_summary = run(tokenizer, family, toy_data, tmp_path / "cut", method=method, settings=settings, steps=5)
+    assert_same_weights(full, resumed, exact=True)
+    logs = [[json.loads(line) for line in open(tmp_path / d / "train_log.jsonl")] for d in ("full", "cut")]
+    assert [r["step"] for r in logs[1]] == [1, 2, 3, 4, 5]
+    for x, y in zip(*logs):
+        assert {k: v for k, v in x.items() if k != "seconds"} == {k: v for k, v in y.items() if k != "seconds"}
+    assert resumed_summary["generated_tokens"] == summary["generated_tokens"]
+    assert not (tmp_path / "cut" / "checkpoint").exists()
+
+
+def test_same_seed_same_weights_different_seed_differs(tmp_path, tokenizer, toy_data, family):
+    a, _ = run(tokenizer, family, toy_data, tmp_path / "a", method="gkd", settings={"student_data_fraction": 1.0})
+    b, _ = run(tokenizer, family, toy_data, tmp_path / "b", method="gkd", settings={"student_data_fraction": 1.0})
+    c, _ = run(tokenizer, family, toy_data, tmp_path / "c", method="gkd", settings={"student_data_fraction": 1.0}, seed=5)
+    assert_same_weights(a, b, exact=True)
+    assert any(not torch.equal(x, y) for x, y in zip(weights(a).values(), weights(c).values()))
+
+
+def test_log_records_every_field(tmp_path, tokenizer, family, toy_data):
+    run(tokenizer, family, toy_data, tmp_path / "r", method="supervised_kd", settings={"hard_label_weight": 0.5})
+    records = [json.loads(line) for line in open(tmp_path / "r" / "train_log.jsonl")]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    for key in ("loss", "forward_kl", "nll", "lr", "grad_norm", "tokens", "seconds", "teacher_forward_sequences"):
+        assert key in records[-1]
+    assert records[-1]["loss"] == pytest.approx(records[-1]["forward_kl"] + records[-1]["nll"], rel=1e-5)
+    assert records[-1]["teacher_forward_sequences"] == 4 * 8
+    assert (tmp_path / "r" / "model" / "config.json").exists()
+
+
+def test_loss_falls(tmp_path, tokenizer, family, toy_data):
+    run(tokenizer, family, toy_data, tmp_path / "r", steps=30, lr=3e-3)
+    records = [json.loads(line) for line in open(tmp_path / "r" / "train_log.jsonl")]
+    assert records[-1]["loss"] < 0.8 * records[0]["loss"]
+
+
+def test_schedules():
+    cfg = TrainingConfig(steps=10, warmup_steps=2, schedule="cosine")
+    assert lr_factor(0, cfg) == 0.5 and lr_factor(1, cfg) == 1.0
+    assert lr_factor(2, cfg) == pytest.approx(1.0) and lr_factor(10, cfg) == pytest.approx(0.0)
+    assert lr_factor(6, cfg) == pytest.approx(0.5)
+    assert lr_factor(6, TrainingConfig(steps=10, warmup_steps=2, schedule="linear")) == pytest.approx(0.5)
+    assert lr_factor(9, TrainingConfig(steps=10, warmup_steps=2, schedule="constant")) == 1.0

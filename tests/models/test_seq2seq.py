@@ -1,0 +1,76 @@
+import torch
+
+from tests.conftest import tiny_model, toy_pairs
+from xkdbench.models import load_model
+from xkdbench.models.batch import mask_after_first_eos
+
+
+def test_mask_after_first_eos_keeps_eos_and_pads_rest():
+    eos, pad = 1, 0
+    ids = torch.tensor([[5, 6, 1, 7, 1], [5, 5, 5, 5, 5], [1, 8, 9, 9, 9]])
+    out, mask = mask_after_first_eos(ids, eos, pad)
+    assert mask.tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]
+    assert out.tolist() == [[5, 6, 1, 0, 0], [5, 5, 5, 5, 5], [1, 0, 0, 0, 0]]
+
+
+def test_mask_after_first_eos_when_pad_equals_eos():
+    # the EOS token must stay a target even though it looks like padding
+    ids = torch.tensor([[4, 1, 1, 1]])
+    out, mask = mask_after_first_eos(ids, eos_id=1, pad_id=1)
+    assert mask.tolist() == [[1, 1, 0, 0]]
+
+
+def test_target_logits_ignore_padding(tokenizer, family):
+    """A sequence's logits are the same alone and inside a padded batch (left-padded prompts)."""
+    model = tiny_model(tokenizer, family)
+    model.model.eval()
+    prompts, targets = toy_pairs(4)
+    batch = model.encode(prompts, targets, max_prompt_tokens=24, max_target_tokens=12)
+    full = model.target_logits(batch)
+    for i in range(4):
+        alone = model.encode(prompts[i:i + 1], targets[i:i + 1], max_prompt_tokens=24, max_target_tokens=12)
+        logits = model.target_logits(alone)
+        n = int(alone.target_mask.sum())
+        torch.testing.assert_close(full[i, :n], logits[0, :n], atol=2e-5, rtol=1e-4)
+
+
+def test_greedy_generation_matches_argmax_of_target_logits(tokenizer, family):
+    model = tiny_model(tokenizer, family)
+    prompts, _ = toy_pairs(6)
+    batch = model.encode(prompts, None, max_prompt_tokens=24, max_target_tokens=12)
+    generated = model.generate(batch, max_new_tokens=10, do_sample=False)
+    logits = model.target_logits(generated)
+    valid = generated.target_mask.bool()
+    assert torch.equal(logits.argmax(-1)[valid], generated.target_ids[valid])
+
+
+def test_sampling_returns_k_masked_samples_per_prompt(tokenizer, family):
+    model = tiny_model(tokenizer, family)
+    prompts, _ = toy_pairs(3)
+    batch = model.encode(prompts, None, max_prompt_tokens=24, max_target_tokens=12)
+    samples = model.generate(batch, max_new_tokens=8, do_sample=True, num_return_sequences=4)
+    assert samples.size == 12
+    assert torch.equal(samples.prompt_ids[:4], batch.prompt_ids[:1].expand(4, -1))
+    # nothing after an EOS is a target token
+    for ids, mask in zip(samples.target_ids.tolist(), samples.target_mask.tolist()):
+        if model.eos_id in ids:
+            first = ids.index(model.eos_id)
+            assert mask[: first + 1] == [1] * (first + 1) and not any(mask[first + 1:])
+
+
+def test_save_and_load_roundtrip(tmp_path, tokenizer, family):
+    model = tiny_model(tokenizer, family)
+    model.save(tmp_path / "m", extra_modules={"head": torch.nn.Linear(2, 2)})
+    loaded = load_model(tmp_path / "m")
+    assert loaded.family == family and (tmp_path / "m" / "head.pt").exists()
+    prompts, targets = toy_pairs(2)
+    batch = model.encode(prompts, targets, max_prompt_tokens=24, max_target_tokens=12)
+    torch.testing.assert_close(loaded.target_logits(batch), model.target_logits(batch))
+    assert not list(tmp_path.glob(".m.tmp-*")), "no temporary directory is left behind"
+
+
+def test_tokenizer_splits_digits_and_roundtrips(tokenizer):
+    ids = tokenizer("cat 1234 dog", add_special_tokens=False).input_ids
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    assert [t for t in tokens if t.strip("Ġ").isdigit()] == ["1", "2", "3", "4"]
+    assert tokenizer.decode(ids) == "cat 1234 dog"

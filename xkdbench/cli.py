@@ -1,0 +1,288 @@
+"""`xkdbench <subcommand>`: every stage of the benchmark as one shell line.
+
+Each subcommand takes the experiment config, the names that pick its cell (task, method, fraction,
+seed) and explicit input and output paths, so a Snakemake rule is one line. Everything a user can get
+wrong (config, names, values, missing files) is checked before any work starts; errors name the field
+and the allowed values and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from xkdbench.config import ConfigError, ExperimentConfig, check_range, load_config, to_dict
+from xkdbench.io import provenance, read_jsonl, write_json, write_jsonl
+from xkdbench.registry import UnknownNameError
+
+TEACHER_OUTPUTS_DECODING = "teacher outputs"
+
+
+# -- shared helpers -----------------------------------------------------------------------------
+def _existing(path: str | None, what: str) -> Path:
+    if path is None or not Path(path).exists():
+        raise ConfigError(f"{what}: {path!r} does not exist")
+    return Path(path)
+
+
+def _run_info(out: Path, cfg: ExperimentConfig, args: argparse.Namespace, **extra) -> None:
+    info = {"command": args.command, "arguments": {k: v for k, v in vars(args).items() if k != "func"},
+            "config": to_dict(cfg), **provenance(), **extra}
+    write_json(out / "run_info.json", info)
+
+
+def _task(cfg: ExperimentConfig, name: str, data_dir: str | None = None):
+    from xkdbench.tasks import get_task
+
+    task_cfg = cfg.task(name)
+    options = dict(task_cfg.options)
+    if data_dir is not None:
+        options["data_dir"] = str(_existing(data_dir, "--data"))
+    try:
+        return get_task(name, source=task_cfg.source, **options)
+    except (ValueError, UnknownNameError) as e:
+        raise ConfigError(f"config.tasks.{name}.options: {e}") from None
+
+
+def _runtime(cfg: ExperimentConfig, threads: int | None):
+    from xkdbench.core.runtime import resolve_device, set_threads, use_bf16
+
+    set_threads(threads)
+    device = resolve_device(cfg.device)
+    return device, use_bf16(cfg.precision, device)
+
+
+def _texts(task, split: str, fraction: float = 1.0):
+    examples = list(task.load(split, fraction) if split == "train" else task.load(split))
+    return examples, [task.prompt(ex) for ex in examples], [task.target(ex) for ex in examples]
+
+
+def _train(args, cfg, *, section: str, method_key: str, settings: dict, student, split: str, fraction: float,
+           teacher=None, teacher_outputs: list[str] | None = None) -> dict:
+    """Shared by train-teacher, init-student and distill: one core, whatever is trained."""
+    from xkdbench.core.data import TrainData
+    from xkdbench.core.trainer import TrainSetup, train
+    from xkdbench.methods import METHODS, method_config
+
+    task_cfg = cfg.task(args.task)
+    task = _task(cfg, args.task, args.data)
+    device, _ = _runtime(cfg, args.threads)
+    _, prompts, targets = _texts(task, split, fraction)
+    data = TrainData.from_texts(student, prompts, targets, max_prompt_tokens=task_cfg.max_prompt_tokens,
+                                max_target_tokens=task_cfg.max_target_tokens, teacher_outputs=teacher_outputs)
+    setup = TrainSetup(
+        method_cls=METHODS.get(method_key), method_config=method_config(method_key, settings),
+        student=student, data=data, training=cfg.training(section, args.task), seed=args.seed,
+        device=device, precision=cfg.precision, teacher=teacher, sampling=cfg.sampling,
+        max_new_tokens=task_cfg.max_target_tokens,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _run_info(out, cfg, args, seed=args.seed, task_options=task.options())
+    summary = train(setup, out)
+    print(f"{args.command}: {args.task} {method_key} {len(data)} examples, {summary['steps']} steps in "
+          f"{summary['seconds']:.1f}s -> {out / 'model'}")
+    return summary
+
+
+# -- subcommands --------------------------------------------------------------------------------
+def cmd_tasks(args) -> None:
+    from xkdbench.tasks import get_task, task_names
+
+    for name in task_names():
+        task = get_task(name)
+        print(f"{name:15s} headline metric: {task.headline_metric}")
+
+
+def cmd_methods(args) -> None:
+    from xkdbench.methods import METHODS
+
+    for name in METHODS.names():
+        cls = METHODS.get(name)
+        paper = f"{cls.paper.title} (arXiv {cls.paper.arxiv})" if cls.paper else ""
+        print(f"{name:18s} {paper}")
+
+
+def cmd_check(args) -> None:
+    cfg = load_config(args.config)
+    for name in cfg.tasks:
+        _task(cfg, name)
+    cells = len(cfg.tasks) * len(cfg.methods) * len(cfg.fractions) * len(cfg.seeds)
+    print(f"{args.config}: valid; {len(cfg.tasks)} tasks x {len(cfg.methods)} methods x "
+          f"{len(cfg.fractions)} fractions x {len(cfg.seeds)} seeds = {cells} cells")
+
+
+def cmd_prepare_data(args) -> None:
+    cfg = load_config(args.config)
+    task = _task(cfg, args.task)
+    sizes = task.prepare(args.out)
+    print(f"prepare-data: {args.task} ({cfg.task(args.task).source}) -> {args.out}: {sizes}")
+
+
+def cmd_train_tokenizer(args) -> None:
+    from xkdbench.models import load_tokenizer, save_tokenizer, train_tokenizer
+
+    cfg = load_config(args.config)
+    tok_cfg = cfg.models.tokenizer
+    if tok_cfg.pretrained:
+        tokenizer = load_tokenizer(tok_cfg.pretrained)
+    else:
+        task = _task(cfg, args.task, args.data)
+        tokenizer = train_tokenizer(task.training_texts(), tok_cfg.vocab_size)
+    save_tokenizer(tokenizer, args.out)
+    print(f"train-tokenizer: {args.task} vocabulary {len(tokenizer)} -> {args.out}")
+
+
+def cmd_train_teacher(args) -> None:
+    from xkdbench.models import build_model, load_tokenizer
+
+    cfg = load_config(args.config)
+    tokenizer = load_tokenizer(_existing(args.tokenizer, "--tokenizer"))
+    teacher = build_model(cfg.models.teacher, tokenizer, seed=args.seed)
+    _train(args, cfg, section="teacher_training", method_key="sft", settings={}, student=teacher,
+           split="train", fraction=1.0)
+
+
+def cmd_init_student(args) -> None:
+    from xkdbench.models import build_model, load_tokenizer
+
+    cfg = load_config(args.config)
+    tokenizer = load_tokenizer(_existing(args.tokenizer, "--tokenizer"))
+    student = build_model(cfg.models.student, tokenizer, seed=args.seed)
+    _train(args, cfg, section="student_init", method_key="sft", settings={}, student=student,
+           split="warmup", fraction=1.0)
+
+
+def cmd_teacher_outputs(args) -> None:
+    from xkdbench.evaluation import decode_all
+    from xkdbench.models import load_model
+
+    cfg = load_config(args.config)
+    task_cfg = cfg.task(args.task)
+    task = _task(cfg, args.task, args.data)
+    device, bf16 = _runtime(cfg, args.threads)
+    teacher = load_model(_existing(args.teacher, "--teacher"))
+    teacher.model.to(device)
+    _, prompts, _ = _texts(task, "train")
+    import torch
+
+    torch.manual_seed(args.seed)
+    sample = cfg.seqkd.decoding == "sample"
+    started = time.perf_counter()
+    outputs = decode_all(teacher, [teacher.encode_prompt(p, task_cfg.max_prompt_tokens) for p in prompts],
+                         batch_size=cfg.evaluation.batch_size, max_new_tokens=task_cfg.max_target_tokens,
+                         do_sample=sample, temperature=cfg.seqkd.sampling_temperature)
+    write_jsonl(args.out, ({"prompt": p, "output": o[0]} for p, o in zip(prompts, outputs)))
+    print(f"teacher-outputs: {len(prompts)} {cfg.seqkd.decoding} outputs in {time.perf_counter() - started:.1f}s -> {args.out}")
+
+
+def cmd_distill(args) -> None:
+    from xkdbench.methods import METHODS, method_config
+    from xkdbench.models import load_model
+
+    cfg = load_config(args.config)
+    entry = cfg.method(args.method)
+    check_range("--fraction", args.fraction, 0, 1, low_open=True)
+    cls = METHODS.get(entry.method)
+    settings = method_config(entry.method, entry.settings)
+    student = load_model(_existing(args.student, "--student"))
+    teacher = load_model(_existing(args.teacher, "--teacher")) if cls.needs_teacher(settings) else None
+    teacher_outputs = None
+    if cls.uses_teacher_outputs(settings):
+        cached = {r["prompt"]: r["output"] for r in read_jsonl(_existing(args.teacher_outputs, "--teacher-outputs"))}
+        task = _task(cfg, args.task, args.data)
+        _, prompts, _ = _texts(task, "train", args.fraction)
+        missing = [p for p in prompts if p not in cached]
+        if missing:
+            raise ConfigError(f"--teacher-outputs: {len(missing)} training inputs have no cached teacher output "
+                              f"(first: {missing[0][:80]!r}); regenerate them with `xkdbench teacher-outputs`")
+        teacher_outputs = [cached[p] for p in prompts]
+    _train(args, cfg, section="distill", method_key=entry.method, settings=entry.settings, student=student,
+           split="train", fraction=args.fraction, teacher=teacher, teacher_outputs=teacher_outputs)
+
+
+def cmd_evaluate(args) -> None:
+    from xkdbench.evaluation import evaluate
+    from xkdbench.models import load_model
+
+    cfg = load_config(args.config)
+    task_cfg = cfg.task(args.task)
+    task = _task(cfg, args.task, args.data)
+    device, bf16 = _runtime(cfg, args.threads)
+    model = load_model(_existing(args.checkpoint, "--checkpoint"))
+    model.model.to(device)
+    examples = list(task.load(cfg.evaluation.split))
+    if cfg.evaluation.limit:
+        examples = examples[: cfg.evaluation.limit]
+    import torch
+
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else None
+    metrics, records = evaluate(model, task, examples, cfg.evaluation, max_prompt_tokens=task_cfg.max_prompt_tokens,
+                                max_new_tokens=task_cfg.max_target_tokens, seed=args.seed, autocast=autocast)
+    out = Path(args.out)
+    metrics.update(task=args.task, checkpoint=str(args.checkpoint), seed=args.seed)
+    _run_info(out, cfg, args, seed=args.seed)
+    write_jsonl(out / "outputs.jsonl", records)
+    write_json(out / "metrics.json", metrics)  # written last: its presence means the evaluation finished
+    print(f"evaluate: {args.task} {task.headline_metric}={metrics['headline']:.4g}"
+          + (f" oracle={metrics['greedy']['oracle']:.3f}" if "oracle" in metrics["greedy"] else "") + f" -> {out}")
+
+
+# -- parser -------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xkdbench", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
+
+    def add(name: str, func, help: str, *options: str):
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        specs = {
+            "config": (["--config"], dict(required=True, help="experiment YAML (e.g. workflows/config/smoke.yaml)")),
+            "task": (["--task"], dict(required=True, help="task name (see `xkdbench tasks`)")),
+            "data": (["--data"], dict(required=True, help="prepared data directory (from prepare-data)")),
+            "tokenizer": (["--tokenizer"], dict(required=True, help="tokenizer directory (from train-tokenizer)")),
+            "teacher": (["--teacher"], dict(required=True, help="teacher checkpoint directory")),
+            "student": (["--student"], dict(required=True, help="initial student checkpoint directory")),
+            "method": (["--method"], dict(required=True, help="method variant name from the config's methods")),
+            "fraction": (["--fraction"], dict(type=float, default=1.0, help="share of the distillation pool (0, 1]")),
+            "teacher_outputs": (["--teacher-outputs"], dict(default=None, help="cached teacher outputs (JSONL)")),
+            "checkpoint": (["--checkpoint"], dict(required=True, help="model directory to evaluate")),
+            "seed": (["--seed"], dict(type=int, default=0, help="random seed (default 0)")),
+            "out": (["--out"], dict(required=True, help="output path")),
+            "threads": (["--threads"], dict(type=int, default=None, help="CPU threads for torch")),
+        }
+        for option in options:
+            flags, kwargs = specs[option]
+            p.add_argument(*flags, **kwargs)
+
+    add("tasks", cmd_tasks, "list the tasks")
+    add("methods", cmd_methods, "list the methods")
+    add("check", cmd_check, "validate an experiment config and print the grid size", "config")
+    add("prepare-data", cmd_prepare_data, "materialise a task's splits as local JSONL", "config", "task", "out")
+    add("train-tokenizer", cmd_train_tokenizer, "train (or copy a pretrained) tokenizer for a task",
+        "config", "task", "data", "out")
+    add("train-teacher", cmd_train_teacher, "train the teacher by SFT on the full train split",
+        "config", "task", "data", "tokenizer", "seed", "out", "threads")
+    add("teacher-outputs", cmd_teacher_outputs, "decode the train split with the teacher once (SeqKD data)",
+        "config", "task", "data", "teacher", "seed", "out", "threads")
+    add("init-student", cmd_init_student, "initialise a student by SFT on the warmup split",
+        "config", "task", "data", "tokenizer", "seed", "out", "threads")
+    add("distill", cmd_distill, "distil one cell (task x method x fraction x seed)",
+        "config", "task", "method", "fraction", "seed", "data", "teacher", "student", "teacher_outputs", "out", "threads")
+    add("evaluate", cmd_evaluate, "evaluate a checkpoint: greedy + sampled outputs, metrics.json",
+        "config", "task", "data", "checkpoint", "seed", "out", "threads")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        args.func(args)
+    except (ConfigError, UnknownNameError, FileNotFoundError) as e:
+        print(f"xkdbench {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
