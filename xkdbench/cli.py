@@ -71,9 +71,15 @@ def _train(args, cfg, *, section: str, method_key: str, settings: dict, student,
     _, prompts, targets = _texts(task, split, fraction)
     data = TrainData.from_texts(student, prompts, targets, max_prompt_tokens=task_cfg.max_prompt_tokens,
                                 max_target_tokens=task_cfg.max_target_tokens, teacher_outputs=teacher_outputs)
+    training = cfg.training(section, args.task)
+    validation = None
+    if training.validate_every:
+        _, val_prompts, val_targets = _texts(task, "validation")
+        validation = TrainData.from_texts(student, val_prompts, val_targets, max_prompt_tokens=task_cfg.max_prompt_tokens,
+                                          max_target_tokens=task_cfg.max_target_tokens)
     setup = TrainSetup(
         method_cls=METHODS.get(method_key), method_config=method_config(method_key, settings),
-        student=student, data=data, training=cfg.training(section, args.task), seed=args.seed,
+        student=student, data=data, training=training, seed=args.seed, validation=validation,
         device=device, precision=cfg.precision, teacher=teacher, sampling=cfg.sampling,
         max_new_tokens=task_cfg.max_target_tokens,
     )

@@ -126,12 +126,14 @@ class TrainingConfig:
     max_grad_norm: float = 1.0
     log_every: int = 10
     checkpoint_every: int = 100
+    validate_every: int = 0  # every N steps log the student's gold NLL on the validation split (0: never)
 
     def validate(self, where: str) -> None:
         for name in ("steps", "batch_size", "grad_accum", "log_every", "checkpoint_every"):
             check_range(f"{where}.{name}", getattr(self, name), 1)
         check_range(f"{where}.lr", self.lr, 0, low_open=True)
         check_range(f"{where}.warmup_steps", self.warmup_steps, 0)
+        check_range(f"{where}.validate_every", self.validate_every, 0)
         check_range(f"{where}.weight_decay", self.weight_decay, 0)
         check_range(f"{where}.max_grad_norm", self.max_grad_norm, 0, low_open=True)
         check_choice(f"{where}.schedule", self.schedule, SCHEDULES)
@@ -265,14 +267,18 @@ class ExperimentConfig:
 
     def validate(self, where: str) -> None:
         from xkdbench.methods import METHODS, method_config
-        from xkdbench.tasks import task_names
+        from xkdbench.tasks import get_task, task_names
 
         check_choice(f"{where}.device", self.device, ("auto", "cpu", "cuda"))
         check_choice(f"{where}.precision", self.precision, ("auto", "fp32", "bf16"))
         if not self.tasks:
             raise ConfigError(f"{where}.tasks: at least one task is required; known tasks: {', '.join(task_names())}")
-        for name in self.tasks:
+        for name, task in self.tasks.items():
             check_choice(f"{where}.tasks", name, task_names())
+            try:  # the task checks its own options (sizes, difficulty, dataset ids)
+                get_task(name, source=task.source, **task.options)
+            except (ValueError, KeyError) as e:
+                raise ConfigError(f"{where}.tasks.{name}.options: {e}") from None
             for section in ("teacher_training", "student_init", "distill"):
                 self.training(section, name)  # validates the per-task override now
         seen = set()

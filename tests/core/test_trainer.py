@@ -120,3 +120,29 @@ def test_schedules():
     assert lr_factor(6, cfg) == pytest.approx(0.5)
     assert lr_factor(6, TrainingConfig(steps=10, warmup_steps=2, schedule="linear")) == pytest.approx(0.5)
     assert lr_factor(9, TrainingConfig(steps=10, warmup_steps=2, schedule="constant")) == 1.0
+
+
+def test_validation_nll_is_logged_and_reported_to_the_method(tmp_path, tokenizer, family, toy_data):
+    seen = []
+
+    class Spy(METHODS.get("sft")):
+        def on_validation(self, step, nll):
+            seen.append((step, nll))
+
+    student = tiny_model(tokenizer, family, seed=1)
+    cfg = TrainingConfig(steps=4, batch_size=8, log_every=3, validate_every=2)
+    setup = TrainSetup(Spy, method_config("sft", {}), student, toy_data, cfg, 0, CPU, validation=toy_data)
+    train(setup, tmp_path / "r")
+    records = [json.loads(line) for line in open(tmp_path / "r" / "train_log.jsonl")]
+    assert [r["step"] for r in records] == [2, 3, 4]
+    assert [s for s, _ in seen] == [2, 4]
+    assert [r["validation_nll"] for r in records if "validation_nll" in r] == [nll for _, nll in seen]
+
+
+def test_resume_survives_a_log_line_cut_short(tmp_path, tokenizer, family, toy_data):
+    run(tokenizer, family, toy_data, tmp_path / "cut", steps=5, stop_after=2)
+    with open(tmp_path / "cut" / "train_log.jsonl", "a") as f:
+        f.write('{"step": 3, "loss": 1.')  # the process died mid-write
+    run(tokenizer, family, toy_data, tmp_path / "cut", steps=5)
+    records = [json.loads(line) for line in open(tmp_path / "cut" / "train_log.jsonl")]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5]

@@ -23,10 +23,11 @@ from xkdbench.config import SamplingConfig, TrainingConfig
 from xkdbench.core.context import TrainContext
 from xkdbench.core.data import StepLoader, TrainData
 from xkdbench.core.runtime import rng_state, seed_everything, set_rng_state, use_bf16
-from xkdbench.io import atomic_path, read_jsonl, write_json, write_jsonl
+from xkdbench.io import atomic_path, write_json, write_jsonl
 from xkdbench.methods.base import Method
 from xkdbench.models.batch import Batch
-from xkdbench.models.seq2seq import Seq2SeqLM
+from xkdbench.models.seq2seq import Seq2SeqLM, eval_mode
+from xkdbench.methods.common import token_nll
 
 CHECKPOINT = "checkpoint"
 FINAL = "model"
@@ -47,6 +48,7 @@ class TrainSetup:
     teacher: Seq2SeqLM | None = None
     sampling: SamplingConfig | None = None
     max_new_tokens: int = 64  # length limit of on-policy samples (the task's max_target_tokens)
+    validation: TrainData | None = None  # gold validation pairs, for training.validate_every
 
 
 def lr_factor(step: int, cfg: TrainingConfig) -> float:
@@ -76,6 +78,33 @@ def backward_step(method: Method, micro: list[Batch]) -> tuple[torch.Tensor, dic
         for name, value in masked.items():
             term_totals[name] = term_totals.get(name, 0) + value.detach()
     return step_tokens, term_totals
+
+
+def read_log(path: Path, *, up_to_step: int | None = None) -> list[dict]:
+    """The training log's records (up to a step); a line cut short by an interruption is dropped."""
+    records = []
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if up_to_step is None or record["step"] <= up_to_step:
+                records.append(record)
+    return records
+
+
+@torch.no_grad()
+def validation_nll(model: Seq2SeqLM, data: TrainData, *, batch_size: int, device: torch.device) -> float:
+    """Mean gold-token NLL of `model` on `data` (the same measure for every method)."""
+    total, count = torch.zeros(()), torch.zeros(())
+    with eval_mode(model.model):
+        for start in range(0, len(data), batch_size):
+            batch = model.collate(data.prompts[start:start + batch_size], data.targets[start:start + batch_size]).to(device)
+            nll = token_nll(model.target_logits(batch), batch.target_ids)  # (B, T)
+            total += (nll * batch.target_mask).sum().cpu()
+            count += batch.target_mask.sum().cpu()
+    return float(total / count.clamp(min=1))
 
 
 def train(setup: TrainSetup, out_dir: str | Path, *, stop_after: int | None = None) -> dict:
@@ -122,8 +151,7 @@ def train(setup: TrainSetup, out_dir: str | Path, *, stop_after: int | None = No
         set_rng_state(state["rng"])
         start_step, elapsed = state["step"], state["elapsed"]
         # drop log lines written after the checkpoint: they will be written again
-        kept = [r for r in read_jsonl(log_path) if r["step"] <= start_step] if log_path.exists() else []
-        write_jsonl(log_path, kept)
+        write_jsonl(log_path, read_log(log_path, up_to_step=start_step))
     elif log_path.exists():
         log_path.unlink()
 
@@ -152,13 +180,18 @@ def train(setup: TrainSetup, out_dir: str | Path, *, stop_after: int | None = No
             scheduler.step()
             tokens += step_tokens.cpu()
             done = step + 1
-            if done % cfg.log_every == 0 or done == cfg.steps:
+            validate_now = bool(cfg.validate_every and setup.validation is not None and done % cfg.validate_every == 0)
+            if done % cfg.log_every == 0 or done == cfg.steps or validate_now:
                 record = {"step": done, "loss": float(sum(term_totals.values()) / step_tokens)}
                 record.update({name: float(v / step_tokens) for name, v in term_totals.items()})
                 record.update({"lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
                                "tokens": int(tokens), "generated_tokens": int(ctx.generated_tokens),
                                "teacher_forward_sequences": int(ctx.teacher_forward_sequences),
                                "seconds": round(elapsed + time.perf_counter() - t0, 3)})
+                if validate_now:
+                    record["validation_nll"] = validation_nll(student, setup.validation, batch_size=4 * cfg.batch_size,
+                                                              device=setup.device)
+                    method.on_validation(done, record["validation_nll"])
                 log.write(json.dumps(record) + "\n")
                 log.flush()
             if done < cfg.steps and (done % cfg.checkpoint_every == 0 or done == end_step):

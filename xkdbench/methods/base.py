@@ -70,6 +70,9 @@ class Method:
         """Extra modules trained together with the student (saved beside it, dropped at inference)."""
         return {}
 
+    def on_validation(self, step: int, validation_nll: float) -> None:
+        """Called after the core measured the student's validation NLL (training.validate_every)."""
+
     def state_dict(self) -> dict[str, Any]:
         """Method state beyond its modules (buffers, schedules), saved in checkpoints for resume."""
         return {}

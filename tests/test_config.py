@@ -1,0 +1,75 @@
+"""Strict config loading: every mistake is named with its dotted path and the allowed values."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from xkdbench.config import ConfigError, ExperimentConfig, TrainingConfig, from_dict, load_config
+
+
+def test_defaults_and_int_to_float():
+    cfg = from_dict(TrainingConfig, {"lr": 1, "steps": 3})
+    assert cfg.lr == 1.0 and isinstance(cfg.lr, float) and cfg.steps == 3
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"stepz": 3}, "config: unknown key(s) 'stepz'; allowed:"),
+    ({"steps": 0}, "config.steps: 0 is out of range; allowed: [1, inf)"),
+    ({"steps": 2.5}, "config.steps: expected int"),
+    ({"steps": True}, "config.steps: expected int"),
+    ({"lr": 0}, "config.lr: 0.0 is out of range; allowed: (0, inf)"),
+    ({"schedule": "step"}, "config.schedule: 'step' is not allowed; allowed: constant, linear, cosine"),
+])
+def test_training_config_errors(data, message):
+    with pytest.raises(ConfigError) as error:
+        from_dict(TrainingConfig, data)
+    assert message in str(error.value)
+
+
+def experiment(**overrides):
+    base = {"tasks": {"reasoning": {}}, "methods": [{"name": "sft", "method": "sft"}]}
+    base.update(overrides)
+    return base
+
+
+@pytest.mark.parametrize("data,message", [
+    (experiment(tasks={}), "config.tasks: at least one task is required"),
+    (experiment(tasks={"summarisation": {}}), "config.tasks: 'summarisation' is not allowed; allowed: reasoning, summarization, translation"),
+    (experiment(methods=[{"name": "x", "method": "gdk"}]), "config.methods[0].method: 'gdk' is not allowed; allowed:"),
+    (experiment(methods=[{"method": "sft"}]), "config.methods[0].name: required"),
+    (experiment(methods=[{"name": "a", "method": "sft"}, {"name": "a", "method": "sft"}]), "config.methods[1].name: 'a' is used twice"),
+    (experiment(methods=[{"name": "g", "method": "gkd", "beta": 2}]), "config.methods[0].settings"),
+    (experiment(fractions=[0.5, 0]), "config.fractions[1]: 0.0 is out of range; allowed: (0, 1]"),
+    (experiment(device="tpu"), "config.device: 'tpu' is not allowed"),
+    (experiment(tasks={"reasoning": {"teacher_training": {"steps": -1}}}), "config.tasks.reasoning.teacher_training.steps"),
+    (experiment(models={"teacher": {"family": "gpt"}}), "config.models.teacher.family: unknown model family 'gpt'; allowed: llama, t5"),
+    (experiment(models={"student": {"d_model": 30, "n_heads": 4}}), "config.models.student.d_model (30) must be divisible"),
+    (experiment(evaluation={"samples_per_input": 1}), "config.evaluation.samples_per_input"),
+])
+def test_experiment_errors(data, message):
+    with pytest.raises(ConfigError) as error:
+        from_dict(ExperimentConfig, data)
+    assert message in str(error.value)
+
+
+def test_method_entry_settings_sit_beside_name(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(experiment(methods=[
+        {"name": "gkd_rkl_on", "method": "gkd", "divergence": "reverse_kl", "student_data_fraction": 1}])))
+    cfg = load_config(path)
+    entry = cfg.method("gkd_rkl_on")
+    assert entry.method == "gkd" and entry.settings == {"divergence": "reverse_kl", "student_data_fraction": 1}
+    with pytest.raises(ConfigError, match="--method: 'gkd' is not a method variant"):
+        cfg.method("gkd")
+
+
+def test_per_task_training_override():
+    cfg = from_dict(ExperimentConfig, experiment(teacher_training={"steps": 100, "lr": 0.01},
+                                                 tasks={"reasoning": {"teacher_training": {"steps": 7}}}))
+    t = cfg.training("teacher_training", "reasoning")
+    assert t.steps == 7 and t.lr == 0.01
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
