@@ -226,6 +226,9 @@ def cmd_evaluate(args) -> None:
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else None
     metrics, records = evaluate(model, task, examples, cfg.evaluation, max_prompt_tokens=task_cfg.max_prompt_tokens,
                                 max_new_tokens=task_cfg.max_target_tokens, seed=args.seed, autocast=autocast)
+    reward_fn = _learned_reward(Path(args.checkpoint), model)
+    if reward_fn is not None and task.has_oracle:
+        metrics["learned_reward"] = _reward_diagnostic(args, cfg, task, examples, model, reward_fn, records, device)
     out = Path(args.out)
     metrics.update(task=args.task, checkpoint=str(args.checkpoint), seed=args.seed)
     _run_info(out, cfg, args, seed=args.seed)
@@ -233,6 +236,40 @@ def cmd_evaluate(args) -> None:
     write_json(out / "metrics.json", metrics)  # written last: its presence means the evaluation finished
     print(f"evaluate: {args.task} {task.headline_metric}={metrics['headline']:.4g}"
           + (f" oracle={metrics['greedy']['oracle']:.3f}" if "oracle" in metrics["greedy"] else "") + f" -> {out}")
+
+
+def _learned_reward(checkpoint: Path, model):
+    """The reward a method learned, if the checkpoint's method has one (see Method.learned_reward)."""
+    import json
+
+    from xkdbench.methods import METHODS, method_config
+    from xkdbench.models.seq2seq import METHOD_FILE
+
+    if not (checkpoint / METHOD_FILE).exists():
+        return None
+    saved = json.loads((checkpoint / METHOD_FILE).read_text())
+    cls = METHODS.get(saved["method"])
+    return cls.learned_reward(checkpoint, method_config(saved["method"], saved["settings"]), model)
+
+
+def _reward_diagnostic(args, cfg, task, examples, model, reward_fn, records, device) -> dict:
+    """Spearman(learned reward, oracle) on the student's samples and, given --teacher, the teacher's."""
+    from xkdbench.evaluation import decode_all
+    from xkdbench.evaluation.learned_reward import reward_oracle_correlation
+    from xkdbench.models import load_model
+
+    task_cfg = cfg.task(args.task)
+    outputs = {"student": [[r["greedy"], *r.get("samples", {}).get("1", [])] for r in records]}
+    if args.teacher:
+        teacher = load_model(_existing(args.teacher, "--teacher"))
+        teacher.model.to(device)
+        prompts = [teacher.encode_prompt(task.prompt(ex), task_cfg.max_prompt_tokens) for ex in examples]
+        outputs["teacher"] = decode_all(teacher, prompts, batch_size=cfg.evaluation.batch_size,
+                                        max_new_tokens=task_cfg.max_target_tokens, do_sample=True,
+                                        num_samples=max(2, cfg.evaluation.samples_per_input))
+    return reward_oracle_correlation(model, reward_fn, task, examples, outputs,
+                                     max_prompt_tokens=task_cfg.max_prompt_tokens,
+                                     max_target_tokens=task_cfg.max_target_tokens)
 
 
 # -- parser -------------------------------------------------------------------------------------
@@ -249,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
             "data": (["--data"], dict(required=True, help="prepared data directory (from prepare-data)")),
             "tokenizer": (["--tokenizer"], dict(required=True, help="tokenizer directory (from train-tokenizer)")),
             "teacher": (["--teacher"], dict(required=True, help="teacher checkpoint directory")),
+            "reward_teacher": (["--teacher"], dict(default=None, help="teacher checkpoint, for the learned-reward "
+                                                   "diagnostic on teacher samples (methods that learn a reward)")),
             "student": (["--student"], dict(required=True, help="initial student checkpoint directory")),
             "method": (["--method"], dict(required=True, help="method variant name from the config's methods")),
             "fraction": (["--fraction"], dict(type=float, default=1.0, help="share of the distillation pool (0, 1]")),
@@ -277,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("distill", cmd_distill, "distil one cell (task x method x fraction x seed)",
         "config", "task", "method", "fraction", "seed", "data", "teacher", "student", "teacher_outputs", "out", "threads")
     add("evaluate", cmd_evaluate, "evaluate a checkpoint: greedy + sampled outputs, metrics.json",
-        "config", "task", "data", "checkpoint", "seed", "out", "threads")
+        "config", "task", "data", "checkpoint", "reward_teacher", "seed", "out", "threads")
     return parser
 
 

@@ -9,6 +9,7 @@ The final student is saved as a Hugging Face directory; method modules are saved
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -201,7 +202,8 @@ def train(setup: TrainSetup, out_dir: str | Path, *, stop_after: int | None = No
         return {"stopped_at": end_step}
     seconds = elapsed + time.perf_counter() - t0
     extra = {name: m for name, m in modules.items() if name != "student"}
-    student.save(out_dir / FINAL, extra_modules=extra)
+    student.save(out_dir / FINAL, extra_modules=extra,
+                 method={"method": setup.method_cls.key, "settings": dataclasses.asdict(setup.method_config)})
     summary = {
         "steps": cfg.steps, "seconds": round(seconds, 3), "tokens": int(tokens),
         "generated_tokens": int(ctx.generated_tokens),

@@ -8,7 +8,8 @@ accumulation, normalisation, clipping, seeding, logging, checkpoints, resume) be
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import torch
 
@@ -17,6 +18,7 @@ from xkdbench.registry import Registry
 
 if TYPE_CHECKING:
     from xkdbench.core.context import TrainContext, TrainExamples
+    from xkdbench.models.seq2seq import Seq2SeqLM
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,13 @@ class Method:
     def trainable_modules(self) -> dict[str, torch.nn.Module]:
         """Extra modules trained together with the student (saved beside it, dropped at inference)."""
         return {}
+
+    @classmethod
+    def learned_reward(cls, model_dir: Path, config: Any, student: Seq2SeqLM) -> Callable[[Batch], torch.Tensor] | None:
+        """For methods that learn a reward (X-KD, PbKD): a function scoring each sequence of a batch
+        (B,) from the modules saved beside the checkpoint. The evaluator correlates it with the
+        oracle score on embedded tasks. None (the default): the method learns no reward."""
+        return None
 
     def on_validation(self, step: int, validation_nll: float) -> None:
         """Called after the core measured the student's validation NLL (training.validate_every)."""

@@ -9,6 +9,7 @@ The rest of the suite calls `target_logits` and `generate` and never asks which 
 """
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from xkdbench.io import atomic_path
 from xkdbench.models.batch import Batch, mask_after_first_eos, pad_left, pad_right
 
 FAMILIES = ("llama", "t5")
+METHOD_FILE = "xkdbench_method.json"
 
 
 class Seq2SeqLM:
@@ -109,14 +111,18 @@ class Seq2SeqLM:
         return repeated.with_targets(target_ids, target_mask)
 
     # -- persistence -----------------------------------------------------------------------------
-    def save(self, out_dir: str | Path, extra_modules: dict[str, torch.nn.Module] | None = None) -> None:
+    def save(self, out_dir: str | Path, extra_modules: dict[str, torch.nn.Module] | None = None,
+             method: dict | None = None) -> None:
         """Save model and tokenizer as one Hugging Face directory, atomically; method modules
-        (e.g. a reward head) go beside the weights as `<name>.pt` and are ignored by loaders."""
+        (e.g. a reward head) go beside the weights as `<name>.pt` and the method that trained it as
+        `xkdbench_method.json`; Hugging Face loaders ignore both."""
         with atomic_path(out_dir) as tmp:
             self.model.save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)
             for name, module in (extra_modules or {}).items():
                 torch.save(module.state_dict(), tmp / f"{name}.pt")
+            if method is not None:
+                (tmp / METHOD_FILE).write_text(json.dumps(method, indent=2, default=str) + "\n")
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())

@@ -56,6 +56,8 @@ PLACES = (
     "Riverton", "Stonebury", "Thornbury", "Upton", "Westfield", "Willowdale", "Yarmouth", "Zelford",
 )
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+RECIPIENTS = ("school", "library", "hospital", "church", "museum", "zoo", "bakery", "hotel", "farm", "theater",
+              "harbor", "park", "market", "club", "clinic")
 
 GOODS = ("apples", "books", "lamps", "chairs", "tables", "bikes", "boxes", "baskets", "candles", "clocks",
          "kites", "hats", "shirts", "bottles", "cups", "pears", "plates", "rugs")
@@ -94,7 +96,6 @@ ACTIONS = {
     "build": _action("build", [("built", 0.7), ("made", 0.3)], WOODEN),
     "bake": _action("bake", [("baked", 1.0)], BAKED),
     "plant": _action("plant", [("planted", 1.0)], PLANTS),
-    "lose": _action("lose", [("lost", 1.0)], GOODS),
 }
 # every verb token -> action ("gave"/"given" stand for donate; no token belongs to two actions)
 VERB_TOKENS = {}
@@ -104,30 +105,35 @@ for _key, _act in ACTIONS.items():
         VERB_TOKENS[_act.passive[_form].split()[0]] = _key
     VERB_TOKENS[_act.base] = _key
 
-# (template, probability); {A} actor, {V} verb, {N} quantity, {O} object, {P} place, {D} day
+# (template, probability); {A} actor, {V} verb (VP passive), {N} quantity, {O} object, {R} recipient,
+# {P} place, {D} day; {Q} is the optional "a total of ", {L} the optional "local "
 SUMMARY_TEMPLATES = (
-    ("{A} {V} {Q}{N} {O} in {P} on {D}.", 0.30),
-    ("On {D}, {A} {V} {Q}{N} {O} in {P}.", 0.20),
-    ("In {P}, {A} {V} {Q}{N} {O} on {D}.", 0.15),
-    ("{A} {V} {Q}{N} {O} on {D} in {P}.", 0.15),
-    ("{N} {O} were {VP} by {A} in {P} on {D}.", 0.10),
-    ("On {D}, {N} {O} were {VP} by {A} in {P}.", 0.10),
+    ("{A} {V} {Q}{N} {O} for the {L}{R} in {P} on {D}.", 0.30),
+    ("On {D}, {A} {V} {Q}{N} {O} for the {L}{R} in {P}.", 0.20),
+    ("In {P}, {A} {V} {Q}{N} {O} for the {L}{R} on {D}.", 0.15),
+    ("{A} {V} {Q}{N} {O} for the {L}{R} on {D} in {P}.", 0.15),
+    ("{N} {O} were {VP} by {A} for the {L}{R} in {P} on {D}.", 0.10),
+    ("On {D}, {N} {O} were {VP} by {A} for the {L}{R} in {P}.", 0.10),
 )
 TOTAL_OF = "a total of "
 P_TOTAL_OF = 0.2
+LOCAL = "local "
+P_LOCAL = 0.25
 
 LEADS = ("{A} had a busy week.", "This is the story of {A}.", "People are talking about {A}.",
          "{A} was in the news this week.")
-FULL_EVENT = ("On {D}, {A} {V} {N} {O} in {P}.", "{A} {V} {N} {O} in {P} on {D}.",
-              "In {P}, {A} {V} {N} {O} on {D}.")
+FULL_EVENT = ("On {D}, {A} {V} {N} {O} for the {R} in {P}.", "{A} {V} {N} {O} for the {R} in {P} on {D}.",
+              "In {P}, {A} {V} {N} {O} for the {R} on {D}.")
 DAY_PLACE = ("On {D}, {A} went to {P}.", "{A} visited {P} on {D}.", "{A} spent {D} in {P}.")
-ACTION_ONLY = ("{A} {V} {N} {O}.", "During the trip, {A} {V} {N} {O}.", "In the end, {A} {V} {N} {O}.")
+ACTION_ONLY = ("{A} {V} {N} {O} for the {R}.", "During the trip, {A} {V} {N} {O} for the {R}.",
+               "In the end, {A} {V} {N} {O} for the {R}.")
 DAY_ONLY = ("On {D}, {A} left home early.", "{A} got up early on {D}.", "{D} was a long day for {A}.")
 PLACE_ONLY = ("{A} went to {P}.", "{A} traveled to {P}.", "{A} arrived in {P}.")
 NEGATED = {
     "P": ("{A} did not go to {P}.", "{A} never made it to {P}."),
     "O": ("{A} did not {B} any {O}.",),
     "D": ("{A} stayed at home on {D}.",),
+    "R": ("{A} did nothing for the {R}.",),
 }
 
 LEVELS = {
@@ -137,7 +143,7 @@ LEVELS = {
     2: dict(split=3, distractors=3, max_qty=99, share=0.6, negated=False),
     3: dict(split=3, distractors=4, max_qty=99, share=0.6, negated=True),
 }
-SLOTS = ("A", "V", "N", "O", "P", "D")
+SLOTS = ("A", "V", "N", "O", "R", "P", "D")
 
 
 @dataclass(frozen=True)
@@ -146,12 +152,14 @@ class Event:
     action: str
     quantity: int
     obj: str
+    recipient: str
     place: str
     day: str
 
     def facts(self) -> dict[str, str]:
+        """The seven key facts, as the oracle reads them."""
         return {"A": self.actor.lower(), "V": self.action, "N": str(self.quantity), "O": self.obj,
-                "P": self.place.lower(), "D": self.day.lower()}
+                "R": self.recipient, "P": self.place.lower(), "D": self.day.lower()}
 
 
 def _weighted(rng: random.Random, options):
@@ -174,20 +182,21 @@ def render_summary(event: Event, rng: random.Random) -> str:
     template = _weighted(rng, SUMMARY_TEMPLATES)
     verb = _verb(rng, event.action)
     total = TOTAL_OF if rng.random() < P_TOTAL_OF else ""
-    text = template.format(A=event.actor, V=verb, VP=ACTIONS[event.action].passive[verb], Q=total,
-                           N=event.quantity, O=event.obj, P=event.place, D=event.day)
+    local = LOCAL if rng.random() < P_LOCAL else ""
+    text = template.format(A=event.actor, V=verb, VP=ACTIONS[event.action].passive[verb], Q=total, L=local,
+                           N=event.quantity, O=event.obj, R=event.recipient, P=event.place, D=event.day)
     return text[0].upper() + text[1:]
 
 
 def all_summaries(event: Event) -> list[str]:
     """Every valid summary of `event` (the support of render_summary)."""
     out = []
-    for (template, _), (verb, _), total in itertools.product(
-            SUMMARY_TEMPLATES, ACTIONS[event.action].active, ("", TOTAL_OF)):
+    for (template, _), (verb, _), total, local in itertools.product(
+            SUMMARY_TEMPLATES, ACTIONS[event.action].active, ("", TOTAL_OF), ("", LOCAL)):
         if total and "{Q}" not in template:
             continue
-        text = template.format(A=event.actor, V=verb, VP=ACTIONS[event.action].passive[verb], Q=total,
-                               N=event.quantity, O=event.obj, P=event.place, D=event.day)
+        text = template.format(A=event.actor, V=verb, VP=ACTIONS[event.action].passive[verb], Q=total, L=local,
+                               N=event.quantity, O=event.obj, R=event.recipient, P=event.place, D=event.day)
         out.append(text[0].upper() + text[1:])
     return out
 
@@ -205,10 +214,11 @@ class SummaryGenerator:
     def _event(self, rng: random.Random, actor: str, like: Event | None = None) -> Event:
         action = rng.choice(sorted(ACTIONS))
         event = Event(actor, action, rng.randint(2, self.level["max_qty"]), rng.choice(ACTIONS[action].objects),
-                      rng.choice(PLACES), rng.choice(DAYS))
+                      rng.choice(RECIPIENTS), rng.choice(PLACES), rng.choice(DAYS))
         if like is not None:
             # distractors always differ in every value, except one shared value at higher levels
-            shared = rng.choice(("P", "D", "O")) if rng.random() < self.level["share"] else None
+            shared = rng.choice(("P", "D", "O", "R")) if rng.random() < self.level["share"] else None
+            recipient = like.recipient if shared == "R" else rng.choice([r for r in RECIPIENTS if r != like.recipient])
             place = like.place if shared == "P" else rng.choice([p for p in PLACES if p != like.place])
             day = like.day if shared == "D" else rng.choice([d for d in DAYS if d != like.day])
             if shared == "O" and like.obj in ACTIONS[action].objects:
@@ -216,13 +226,13 @@ class SummaryGenerator:
             else:
                 obj = rng.choice([o for o in ACTIONS[action].objects if o != like.obj])
             qty = rng.choice([q for q in range(2, self.level["max_qty"] + 1) if q != like.quantity])
-            event = Event(actor, action, qty, obj, place, day)
+            event = Event(actor, action, qty, obj, recipient, place, day)
         return event
 
     @staticmethod
     def _fill(template: str, event: Event, verb: str) -> str:
-        text = template.format(A=event.actor, V=verb, N=event.quantity, O=event.obj, P=event.place,
-                               D=event.day, B=ACTIONS[event.action].base)
+        text = template.format(A=event.actor, V=verb, N=event.quantity, O=event.obj, R=event.recipient,
+                               P=event.place, D=event.day, B=ACTIONS[event.action].base)
         return text[0].upper() + text[1:]
 
     def _fact_sentences(self, rng: random.Random, event: Event, split: int) -> list[str]:
@@ -250,7 +260,8 @@ class SummaryGenerator:
             place = rng.choice([p for p in PLACES if p != main.place])
             day = rng.choice([d for d in DAYS if d != main.day])
             obj = rng.choice([o for o in ACTIONS[main.action].objects if o != main.obj])
-            wrong = Event(main.actor, main.action, main.quantity, obj, place, day)
+            recipient = rng.choice([r for r in RECIPIENTS if r != main.recipient])
+            wrong = Event(main.actor, main.action, main.quantity, obj, recipient, place, day)
             body.append(self._fill(rng.choice(NEGATED[slot]), wrong, ""))
         rng.shuffle(body)
         lead = LEADS[rng.randrange(len(LEADS))].format(A=main.actor)
@@ -278,7 +289,9 @@ _SLOT_PATTERNS = {
     "O": _alternation(OBJECTS),
     "P": _alternation(p.lower() for p in PLACES),
     "D": _alternation(d.lower() for d in DAYS),
+    "R": _alternation(RECIPIENTS),
     "Q": f"(?:{re.escape(TOTAL_OF)})?",
+    "L": f"(?:{re.escape(LOCAL)})?",
 }
 
 
@@ -287,7 +300,8 @@ def _template_regex(template: str) -> re.Pattern:
     for part in re.split(r"(\{[A-Z]+\})", template):
         if part.startswith("{"):
             slot = part[1:-1]
-            out.append(_SLOT_PATTERNS["Q"] if slot == "Q" else f"(?P<{slot}>{_SLOT_PATTERNS[slot]})")
+            optional = slot in ("Q", "L")
+            out.append(_SLOT_PATTERNS[slot] if optional else f"(?P<{slot}>{_SLOT_PATTERNS[slot]})")
         else:
             out.append(re.escape(part.lower()))
     return re.compile("^" + "".join(out) + "$")
@@ -310,13 +324,14 @@ def parse_summary(text: str) -> dict[str, str] | None:
             groups = m.groupdict()
             verb = groups.get("V") or groups.get("VP")
             return {"A": groups["A"], "V": VERB_TOKENS[verb.split()[0]], "N": str(int(groups["N"])),
-                    "O": groups["O"], "P": groups["P"], "D": groups["D"]}
+                    "O": groups["O"], "R": groups["R"], "P": groups["P"], "D": groups["D"]}
     return None
 
 
 _NAME_SET = {n.lower() for n in NAMES}
 _PLACE_SET = {p.lower() for p in PLACES}
 _DAY_SET = {d.lower() for d in DAYS}
+_RECIPIENT_SET = set(RECIPIENTS)
 _OBJECT_OF = {**{o: o for o in OBJECTS}, **{s: o for o, s in SINGULAR.items()}}
 
 
@@ -336,6 +351,8 @@ def extract_facts(text: str) -> dict[str, set[str]]:
             found["P"].add(token)
         elif token in _DAY_SET:
             found["D"].add(token)
+        elif token in _RECIPIENT_SET:
+            found["R"].add(token)
     return found
 
 
