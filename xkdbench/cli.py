@@ -111,10 +111,23 @@ def cmd_methods(args) -> None:
 
 
 def cmd_check(args) -> None:
+    from xkdbench.methods import METHODS, Method, method_config
+
     cfg = load_config(args.config)
     for name in cfg.tasks:
         _task(cfg, name)
     cells = len(cfg.tasks) * len(cfg.methods) * len(cfg.fractions) * len(cfg.seeds)
+    if args.json:  # what the workflow needs to know to build the DAG
+        import json
+
+        plan = {}
+        for entry in cfg.methods:
+            cls, settings = METHODS.get(entry.method), method_config(entry.method, entry.settings)
+            plan[entry.name] = {"method": entry.method, "needs_teacher": cls.needs_teacher(settings),
+                                "uses_teacher_outputs": cls.uses_teacher_outputs(settings),
+                                "learns_reward": cls.learned_reward.__func__ is not Method.learned_reward.__func__}
+        print(json.dumps({"cells": cells, "methods": plan}))
+        return
     print(f"{args.config}: valid; {len(cfg.tasks)} tasks x {len(cfg.methods)} methods x "
           f"{len(cfg.fractions)} fractions x {len(cfg.seeds)} seeds = {cells} cells")
 
@@ -296,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
             "seed": (["--seed"], dict(type=int, default=0, help="random seed (default 0)")),
             "out": (["--out"], dict(required=True, help="output path")),
             "threads": (["--threads"], dict(type=int, default=None, help="CPU threads for torch")),
+            "json": (["--json"], dict(action="store_true", help="print the plan as JSON")),
         }
         for option in options:
             flags, kwargs = specs[option]
@@ -303,7 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("tasks", cmd_tasks, "list the tasks")
     add("methods", cmd_methods, "list the methods")
-    add("check", cmd_check, "validate an experiment config and print the grid size", "config")
+    add("check", cmd_check, "validate an experiment config and print the grid size (--json: the plan)",
+        "config", "json")
     add("prepare-data", cmd_prepare_data, "materialise a task's splits as local JSONL", "config", "task", "out")
     add("train-tokenizer", cmd_train_tokenizer, "train (or copy a pretrained) tokenizer for a task",
         "config", "task", "data", "out")

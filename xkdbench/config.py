@@ -264,6 +264,8 @@ class ExperimentConfig:
     methods: list[MethodEntry] = field(default_factory=list)
     fractions: list[float] = field(default_factory=lambda: [1.0])
     seeds: list[int] = field(default_factory=lambda: [0])
+    report: dict[str, Any] = field(default_factory=dict)  # read by xkdbench.reporting
+    resources: dict[str, Any] = field(default_factory=dict)  # read by the workflow (jobs' threads, GPUs)
 
     def validate(self, where: str) -> None:
         from xkdbench.methods import METHODS, method_config

@@ -1,0 +1,63 @@
+# Paths, the grid, and the plan. The resolved config (after any --config overrides) is written once
+# to results/<name>/config.yaml and every command reads that file; the package then validates it
+# (names, ranges, method settings) before any job starts, and a mistake stops the workflow here.
+import json
+import subprocess
+import sys
+
+import yaml
+
+NAME = config["name"]
+RESULTS = f"results/{NAME}"
+FIGURES = f"paper_figures/{NAME}"
+TASKS = list(config["tasks"])
+METHODS = [m["name"] for m in config["methods"]]
+FRACTIONS = [f"{float(f):g}" for f in config["fractions"]]
+SEEDS = [int(s) for s in config["seeds"]]
+CFG = f"{RESULTS}/config.yaml"
+
+
+def _write_resolved_config():
+    text = yaml.safe_dump(dict(config), sort_keys=False)
+    path = Path(CFG)
+    if not path.exists() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+
+
+def _plan():
+    check = subprocess.run([sys.executable, "-m", "xkdbench", "check", "--config", CFG, "--json"],
+                           capture_output=True, text=True)
+    if check.returncode != 0:
+        raise WorkflowError(f"invalid config: {check.stderr.strip() or check.stdout.strip()}")
+    return json.loads(check.stdout)
+
+
+_write_resolved_config()
+PLAN = _plan()["methods"]
+
+
+wildcard_constraints:
+    task="|".join(TASKS),
+    method="|".join(METHODS),
+    fraction=r"[0-9.]+",
+    seed=r"\d+",
+
+
+def gpus(stage):
+    """GPUs a stage's jobs ask for (config `resources`; 0 on the embedded configs)."""
+    return config.get("resources", {}).get(stage, {}).get("gpus", 0)
+
+
+def threads(stage):
+    return config.get("resources", {}).get(stage, {}).get("threads", 1)
+
+
+def mem_mb(stage):
+    return config.get("resources", {}).get(stage, {}).get("mem_mb", 2000)
+
+
+def runtime(stage):
+    return config.get("resources", {}).get(stage, {}).get("runtime", 60)

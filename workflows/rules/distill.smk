@@ -1,0 +1,41 @@
+# One cell: task x method variant x data fraction x seed, from the shared teacher and student init.
+
+
+def distill_inputs(wildcards):
+    inputs = {
+        "data": rules.prepare_data.output[0].format(task=wildcards.task),
+        "student": rules.init_student.output[0].format(task=wildcards.task, seed=wildcards.seed),
+        "teacher": rules.train_teacher.output[0].format(task=wildcards.task),
+    }
+    if PLAN[wildcards.method]["uses_teacher_outputs"]:
+        inputs["teacher_outputs"] = rules.teacher_outputs.output[0].format(task=wildcards.task)
+    return inputs
+
+
+def teacher_outputs_flag(wildcards, input):
+    return f"--teacher-outputs {input.teacher_outputs}" if "teacher_outputs" in input.keys() else ""
+
+
+rule distill:
+    input:
+        unpack(distill_inputs),
+    output:
+        f"{RESULTS}/cells/{{task}}/{{method}}/f{{fraction}}/seed{{seed}}/train_summary.json",
+    params:
+        data=f"{RESULTS}/data/{{task}}",
+        student=f"{RESULTS}/student_init/{{task}}/seed{{seed}}/model",
+        teacher=f"{RESULTS}/teacher/{{task}}/model",
+        teacher_outputs=teacher_outputs_flag,
+        out=f"{RESULTS}/cells/{{task}}/{{method}}/f{{fraction}}/seed{{seed}}",
+    log:
+        f"{RESULTS}/logs/distill/{{task}}/{{method}}/f{{fraction}}/seed{{seed}}.log",
+    threads: threads("student")
+    resources:
+        gpu=gpus("student"),
+        mem_mb=mem_mb("student"),
+        runtime=runtime("student"),
+    shell:
+        "xkdbench distill --config {CFG} --task {wildcards.task} --method {wildcards.method} "
+        "--fraction {wildcards.fraction} --seed {wildcards.seed} --data {params.data} "
+        "--teacher {params.teacher} --student {params.student} {params.teacher_outputs} "
+        "--threads {threads} --out {params.out} > {log} 2>&1"

@@ -1,0 +1,26 @@
+# Aggregation: every metrics.json -> the tidy table, the paper's tables and figures.
+
+CELL_METRICS = expand(
+    f"{RESULTS}/cells/{{task}}/{{method}}/f{{fraction}}/seed{{seed}}/eval/metrics.json",
+    task=TASKS, method=METHODS, fraction=FRACTIONS, seed=SEEDS,
+)
+REFERENCE_METRICS = expand(f"{RESULTS}/teacher/{{task}}/eval/metrics.json", task=TASKS) + expand(
+    f"{RESULTS}/student_init/{{task}}/seed{{seed}}/eval/metrics.json", task=TASKS, seed=SEEDS
+)
+
+
+rule report:
+    input:
+        CELL_METRICS + REFERENCE_METRICS,
+    output:
+        tidy=f"{FIGURES}/all_cells.csv",
+        main=report(f"{FIGURES}/main_table.md", category="Tables"),
+        figures=directory(f"{FIGURES}/figures"),
+    params:
+        results=RESULTS,
+        out=FIGURES,
+    log:
+        f"{RESULTS}/logs/report.log",
+    threads: 1
+    shell:
+        "xkdbench report --config {CFG} --results {params.results} --out {params.out} > {log} 2>&1"

@@ -1,0 +1,45 @@
+# The teacher: trained once per task (SFT on the full train split); its outputs on the train split
+# are decoded once per task for the methods that train on them (SeqKD and friends).
+
+
+rule train_teacher:
+    input:
+        data=rules.prepare_data.output,
+        tokenizer=rules.train_tokenizer.output,
+    output:
+        f"{RESULTS}/teacher/{{task}}/train_summary.json",
+    params:
+        data=f"{RESULTS}/data/{{task}}",
+        tokenizer=f"{RESULTS}/tokenizer/{{task}}",
+        out=f"{RESULTS}/teacher/{{task}}",
+    log:
+        f"{RESULTS}/logs/train_teacher/{{task}}.log",
+    threads: threads("teacher")
+    resources:
+        gpu=gpus("teacher"),
+        mem_mb=mem_mb("teacher"),
+        runtime=runtime("teacher"),
+    shell:
+        "xkdbench train-teacher --config {CFG} --task {wildcards.task} --data {params.data} "
+        "--tokenizer {params.tokenizer} --threads {threads} --out {params.out} > {log} 2>&1"
+
+
+rule teacher_outputs:
+    input:
+        data=rules.prepare_data.output,
+        teacher=rules.train_teacher.output,
+    output:
+        f"{RESULTS}/teacher_outputs/{{task}}.jsonl",
+    params:
+        data=f"{RESULTS}/data/{{task}}",
+        teacher=f"{RESULTS}/teacher/{{task}}/model",
+    log:
+        f"{RESULTS}/logs/teacher_outputs/{{task}}.log",
+    threads: threads("teacher")
+    resources:
+        gpu=gpus("teacher"),
+        mem_mb=mem_mb("teacher"),
+        runtime=runtime("teacher"),
+    shell:
+        "xkdbench teacher-outputs --config {CFG} --task {wildcards.task} --data {params.data} "
+        "--teacher {params.teacher} --threads {threads} --out {output} > {log} 2>&1"
