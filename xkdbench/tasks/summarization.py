@@ -136,12 +136,16 @@ NEGATED = {
     "R": ("{A} did nothing for the {R}.",),
 }
 
+PARTIAL_LEADS = ("{A} {V} {N} {O} for the {R}.", "This week, {A} {V} {N} {O} for the {R}.")
+
 LEVELS = {
-    #   main-fact sentences, distractors, max quantity, shared values, negated sentence
-    0: dict(split=1, distractors=1, max_qty=9, share=0.0, negated=False),
-    1: dict(split=2, distractors=2, max_qty=20, share=0.0, negated=False),
-    2: dict(split=3, distractors=3, max_qty=99, share=0.6, negated=False),
-    3: dict(split=3, distractors=4, max_qty=99, share=0.6, negated=True),
+    # lead: what the first sentence states (the whole event / all but day and place / only the name);
+    # distractors: sentences about other people; share: chance that a distractor shares one value with
+    # the main event; negated: a main-actor sentence with a value that is NOT a key fact
+    0: dict(lead="event", distractors=1, max_qty=9, share=0.0, negated=False),
+    1: dict(lead="partial", distractors=2, max_qty=20, share=0.0, negated=False),
+    2: dict(lead="name", distractors=3, max_qty=99, share=0.6, negated=False),
+    3: dict(lead="name", distractors=4, max_qty=99, share=0.6, negated=True),
 }
 SLOTS = ("A", "V", "N", "O", "R", "P", "D")
 
@@ -248,10 +252,18 @@ class SummaryGenerator:
         """(the main event, the document)."""
         names = rng.sample(NAMES, 1 + self.level["distractors"])
         main = self._event(rng, names[0])
-        body = self._fact_sentences(rng, main, self.level["split"])
+        verb = _verb(rng, main.action)
+        if self.level["lead"] == "event":      # the lead is the whole event
+            lead, body = self._fill(rng.choice(FULL_EVENT), main, verb), []
+        elif self.level["lead"] == "partial":  # day and place come later, in a sentence naming the actor
+            lead = self._fill(rng.choice(PARTIAL_LEADS), main, verb)
+            body = [self._fill(rng.choice(DAY_PLACE), main, verb)]
+        else:                                  # the lead only names the actor; three fact sentences follow
+            lead = LEADS[rng.randrange(len(LEADS))].format(A=main.actor)
+            body = self._fact_sentences(rng, main, 3)
         for name in names[1:]:
             other = self._event(rng, name, like=main)
-            if self.level["split"] == 1 or rng.random() < 0.5:
+            if self.level["lead"] != "name" or rng.random() < 0.5:
                 body.append(self._fill(rng.choice(FULL_EVENT), other, _verb(rng, other.action)))
             else:  # a partial event: one or two of its facts
                 body.extend(rng.sample(self._fact_sentences(rng, other, 3), rng.choice((1, 2))))
@@ -264,7 +276,6 @@ class SummaryGenerator:
             wrong = Event(main.actor, main.action, main.quantity, obj, recipient, place, day)
             body.append(self._fill(rng.choice(NEGATED[slot]), wrong, ""))
         rng.shuffle(body)
-        lead = LEADS[rng.randrange(len(LEADS))].format(A=main.actor)
         return main, " ".join([lead] + body)
 
     def record(self, rng: random.Random, *, split: str, index: int) -> dict:
@@ -326,6 +337,16 @@ def parse_summary(text: str) -> dict[str, str] | None:
             return {"A": groups["A"], "V": VERB_TOKENS[verb.split()[0]], "N": str(int(groups["N"])),
                     "O": groups["O"], "R": groups["R"], "P": groups["P"], "D": groups["D"]}
     return None
+
+
+def parse_event(summary: str) -> Event:
+    """The event a summary of the grammar states (names and towns in their written form)."""
+    facts = parse_summary(summary)
+    if facts is None:
+        raise ValueError(f"{summary!r} is not a sentence of the summary grammar")
+    name = {n.lower(): n for n in NAMES}[facts["A"]]
+    place = {p.lower(): p for p in PLACES}[facts["P"]]
+    return Event(name, facts["V"], int(facts["N"]), facts["O"], facts["R"], place, facts["D"].title())
 
 
 _NAME_SET = {n.lower() for n in NAMES}

@@ -1,0 +1,212 @@
+"""MiniLLM: teacher-mixed sampling, returns of both forms, PPO clipping, the exact single-step term,
+rollout reuse, training on both families and resume."""
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.conftest import tiny_model
+from xkdbench.config import ConfigError, SamplingConfig, TrainingConfig
+from xkdbench.core.context import TrainContext
+from xkdbench.core.data import StepLoader
+from xkdbench.core.trainer import TrainSetup, train
+from xkdbench.core.mixture_sampling import sample_mixture, sample_teacher_mixed
+from xkdbench.methods import METHODS, method_config
+from xkdbench.methods.minillm import clipped_surrogate, code_advantages, paper_returns
+from xkdbench.models.batch import mask_after_first_eos
+
+CPU = torch.device("cpu")
+
+
+def make(tokenizer, family, **settings):
+    ctx = TrainContext(tiny_model(tokenizer, family, seed=1), tiny_model(tokenizer, family, seed=2, width=48),
+                       SamplingConfig(), max_new_tokens=8, device=CPU, use_bf16=False, seed=0)
+    return METHODS.get("minillm")(method_config("minillm", settings), ctx)
+
+
+def run(tokenizer, family, data, out, *, settings, steps, stop_after=None):
+    student = tiny_model(tokenizer, family, seed=1)
+    cfg = TrainingConfig(steps=steps, batch_size=8, lr=1e-2, warmup_steps=1, log_every=1, checkpoint_every=100)
+    setup = TrainSetup(METHODS.get("minillm"), method_config("minillm", settings), student, data, cfg, 0, CPU,
+                       teacher=tiny_model(tokenizer, family, seed=2, width=48), sampling=SamplingConfig(), max_new_tokens=8)
+    return student, train(setup, out, stop_after=stop_after)
+
+
+def examples(impl, data, step=0, grad_accum=1):
+    return StepLoader(data, impl.ctx.student, batch_size=8, grad_accum=grad_accum, seed=0).step_examples(step)
+
+
+def favour_eos(model, bonus=4.0):
+    """Raise the EOS logit so rows finish at different steps (untrained models almost never stop)."""
+    def hook(module, inputs, output):
+        output = output.clone()
+        output[..., model.eos_id] += bonus
+        return output
+    model.model.lm_head.register_forward_hook(hook)
+
+
+def reference_mixture(student, teacher, prompts, weight, max_new_tokens):
+    """The mixture sampler written the slow way: a full forward per token (no KV cache)."""
+    rows = prompts.size
+    ids, unfinished = torch.zeros(rows, 0, dtype=torch.long), torch.ones(rows, dtype=torch.bool)
+    for _ in range(max_new_tokens):
+        targets = torch.cat([ids, torch.full((rows, 1), student.pad_id)], dim=1)
+        batch = prompts.with_targets(targets, torch.ones_like(targets))
+        with torch.no_grad():
+            probs = torch.softmax(student.target_logits(batch)[:, -1].float(), dim=-1)
+            if weight > 0:
+                probs = weight * torch.softmax(teacher.target_logits(batch)[:, -1].float(), dim=-1) + (1 - weight) * probs
+        token = torch.multinomial(probs, 1).squeeze(1)
+        token = torch.where(unfinished, token, torch.full_like(token, student.pad_id))
+        ids = torch.cat([ids, token[:, None]], dim=1)
+        unfinished &= token != student.eos_id
+        if not unfinished.any():
+            break
+    return mask_after_first_eos(ids, student.eos_id, student.pad_id)
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.3, 1.0])
+def test_mixture_sampling_equals_a_reference_loop(tokenizer, family, toy_data, weight):
+    student, teacher = tiny_model(tokenizer, family, seed=1), tiny_model(tokenizer, family, seed=2, width=48)
+    favour_eos(student), favour_eos(teacher)
+    prompts = StepLoader(toy_data, student, batch_size=8, grad_accum=1, seed=0).step_examples(0)[0].gold
+    torch.manual_seed(3)
+    out = sample_mixture(student, teacher, prompts, teacher_weight=weight, max_new_tokens=10)
+    torch.manual_seed(3)
+    ids, mask = reference_mixture(student, teacher, prompts, weight, 10)
+    assert torch.equal(out.target_ids, ids) and torch.equal(out.target_mask, mask)
+    assert len(set(mask.sum(1).tolist())) > 1, "rows should finish at different lengths"
+    if weight == 0:  # exactly the student's own sampler
+        torch.manual_seed(3)
+        generated = student.generate(prompts, max_new_tokens=10, do_sample=True)
+        assert torch.equal(out.target_ids, generated.target_ids) and torch.equal(out.target_mask, generated.target_mask)
+
+
+def test_mixture_sampling_counts_its_costs(tokenizer, family, toy_data):
+    impl = make(tokenizer, family)
+    prompts = examples(impl, toy_data)[0].gold
+    out = sample_teacher_mixed(impl.ctx, prompts, 0.2)
+    assert int(impl.ctx.generated_tokens) == int(out.target_mask.sum())
+    assert int(impl.ctx.teacher_forward_sequences) == prompts.size
+    sample_teacher_mixed(impl.ctx, prompts, 0.0)  # the teacher does not decode
+    assert int(impl.ctx.teacher_forward_sequences) == prompts.size
+
+
+def test_paper_returns_by_hand():
+    rewards = torch.tensor([[1.0, 2.0, 3.0, 4.0], [2.0, -1.0, 5.0, 9.0]])
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+    # row 1: (2+3+4)/3, (3+4)/2, 4/1, last token 0; row 2: (-1+5)/2, 5/1, 0, padding 0
+    expected = torch.tensor([[3.0, 3.5, 4.0, 0.0], [2.0, 5.0, 0.0, 0.0]])
+    torch.testing.assert_close(paper_returns(rewards, mask), expected)
+
+
+def test_code_advantages_by_hand():
+    rewards = torch.tensor([[1.0, 2.0, 3.0, 4.0], [2.0, -1.0, 5.0, 9.0]])
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+    # gamma 0.5, current reward included: row 1 G = 3.25, 4.5, 5, 4 over 4, 3, 2, 1 tokens left;
+    # row 2 G = 2.75, 1.5, 5 over 3, 2, 1 tokens left
+    returns = [3.25 / 4, 4.5 / 3, 5 / 2, 4 / 1, 2.75 / 3, 1.5 / 2, 5 / 1]
+    mean, std = statistics.mean(returns), statistics.stdev(returns)  # unbiased, as torch.var_mean
+    white = [(r - mean) / (std ** 2 + 1e-8) ** 0.5 for r in returns]
+    expected = torch.tensor([white[:4], white[4:] + [0.0]])
+    torch.testing.assert_close(code_advantages(rewards, mask, 0.5), expected)
+
+
+def test_ppo_clipping_follows_the_formula():
+    ratio = torch.tensor([0.5, 0.9, 1.5, 0.5, 1.5], requires_grad=True)
+    advantage = torch.tensor([2.0, 2.0, 2.0, -2.0, -2.0])
+    loss = clipped_surrogate(ratio, advantage, 0.2)
+    # A > 0: min(rho A, clip(rho) A): 0.5 -> 1.0 (unclipped), 1.5 -> 1.2 * 2 (clipped, no gradient)
+    # A < 0: 0.5 -> 0.8 * -2 (clipped, no gradient), 1.5 -> 1.5 * -2 (unclipped)
+    torch.testing.assert_close(loss, torch.tensor([-1.0, -1.8, -2.4, 1.6, 3.0]))
+    loss.sum().backward()
+    torch.testing.assert_close(ratio.grad, torch.tensor([-2.0, -2.0, 0.0, 0.0, 2.0]))
+
+
+def test_zero_teacher_weight_samples_the_student_with_unit_weights(tokenizer, family, toy_data):
+    impl = make(tokenizer, family, teacher_mix_weight=0.0)
+    gold = examples(impl, toy_data)[0].gold
+    torch.manual_seed(7)
+    rollout = impl.sequences(examples(impl, toy_data)[0], 0)
+    torch.manual_seed(7)
+    student = impl.ctx.sample_student(gold)
+    assert torch.equal(rollout.target_ids, student.target_ids)
+    mask = rollout.target_mask.bool()
+    assert torch.equal(rollout.weights[mask], torch.ones(int(mask.sum())))
+    assert torch.equal(rollout.mixture_logprobs, rollout.old_logprobs)
+
+
+@pytest.mark.parametrize("form", ["paper", "code"])
+def test_loss_terms_at_the_first_step_of_a_rollout(tokenizer, family, toy_data, form):
+    impl = make(tokenizer, family, return_form=form)
+    batch = impl.sequences(examples(impl, toy_data)[0], 0)
+    terms = impl.loss(batch)
+    student, teacher = impl.ctx.student.target_logits(batch), impl.ctx.teacher.target_logits(batch)
+    log_q, log_p = F.log_softmax(student, -1), F.log_softmax(teacher, -1)
+    rkl = F.kl_div(log_p, log_q, log_target=True, reduction="none").sum(-1)  # sum_v q (log q - log p)
+    mask, w, adv = batch.target_mask.bool(), batch.weights, batch.advantages
+    assert ((w[mask] - 1).abs() > 1e-3).any(), "teacher mixing should move the weights off 1"
+    r = torch.log_softmax(teacher.float(), -1).gather(-1, batch.target_ids[..., None]).squeeze(-1) - \
+        log_q.float().gather(-1, batch.target_ids[..., None]).squeeze(-1)
+    torch.testing.assert_close(batch.rewards[mask], r[mask])
+    if form == "paper":  # rho = 1 exactly: pg = -w R; the single-step term is w * RKL
+        torch.testing.assert_close(terms["single_step"][mask], (w * rkl)[mask])
+        torch.testing.assert_close(terms["pg"][mask], (-w * adv)[mask])
+        torch.testing.assert_close(adv, paper_returns(batch.rewards, batch.target_mask))
+    else:  # the clip acts on w * rho = w; the single-step term is unweighted
+        torch.testing.assert_close(terms["single_step"][mask], rkl[mask])
+        expected = torch.max(-adv * w, -adv * w.clamp(0.8, 1.2))
+        torch.testing.assert_close(terms["pg"][mask], expected[mask])
+    assert all(torch.isfinite(t[mask]).all() for t in terms.values())
+
+
+def test_a_rollout_serves_ppo_epochs_steps_per_micro_batch(tokenizer, family, toy_data):
+    impl = make(tokenizer, family, ppo_epochs=2)
+    seen, generated = [], []
+    for step in range(3):
+        seen.append([impl.sequences(ex, step) for ex in examples(impl, toy_data, step, grad_accum=2)])
+        generated.append(int(impl.ctx.generated_tokens))
+    assert not torch.equal(seen[0][0].prompt_ids, seen[0][1].prompt_ids)
+    for k in range(2):
+        assert torch.equal(seen[1][k].target_ids, seen[0][k].target_ids) and torch.equal(seen[1][k].weights, seen[0][k].weights)
+    assert generated[0] == generated[1] < generated[2]
+    # the cached rollouts survive a state round trip: a fresh method continues without sampling again
+    again = make(tokenizer, family, ppo_epochs=2)
+    again.load_state_dict(impl.state_dict())
+    reused = again.sequences(examples(impl, toy_data, 2, grad_accum=2)[0], 2)
+    assert torch.equal(reused.advantages, seen[2][0].advantages) and int(again.ctx.generated_tokens) == 0
+
+
+@pytest.mark.parametrize("form", ["paper", "code"])
+def test_training_runs_and_logs_finite_terms(tmp_path, tokenizer, family, toy_data, form):
+    _, summary = run(tokenizer, family, toy_data, tmp_path / "r",
+                     settings={"ppo_epochs": 2, "return_form": form}, steps=3)
+    records = [json.loads(line) for line in open(tmp_path / "r" / "train_log.jsonl")]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    for record in records:
+        assert all(torch.isfinite(torch.tensor(record[k])) for k in ("loss", "pg", "single_step", "grad_norm"))
+    assert summary["generated_tokens"] > 0 and summary["teacher_forward_sequences"] == 2 * 8 * 2 + 3 * 8
+
+
+def test_resume_in_the_middle_of_a_rollout_equals_uninterrupted(tmp_path, tokenizer, family, toy_data):
+    settings = {"ppo_epochs": 2}
+    full, summary = run(tokenizer, family, toy_data, tmp_path / "full", settings=settings, steps=4)
+    run(tokenizer, family, toy_data, tmp_path / "cut", settings=settings, steps=4, stop_after=3)
+    resumed, resumed_summary = run(tokenizer, family, toy_data, tmp_path / "cut", settings=settings, steps=4)
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    logs = [[json.loads(line) for line in open(tmp_path / d / "train_log.jsonl")] for d in ("full", "cut")]
+    for x, y in zip(*logs, strict=True):
+        assert {k: v for k, v in x.items() if k != "seconds"} == {k: v for k, v in y.items() if k != "seconds"}
+    assert resumed_summary["generated_tokens"] == summary["generated_tokens"]
+
+
+@pytest.mark.parametrize("settings,field", [({"lm_loss_weight": 0.5}, "corpus"), ({"return_form": "lmops"}, "return_form"),
+                                            ({"teacher_mix_weight": 1.5}, "teacher_mix_weight"), ({"ppo_epochs": 0}, "ppo_epochs")])
+def test_bad_settings_are_refused(settings, field):
+    with pytest.raises(ConfigError, match=field):
+        method_config("minillm", settings, "config.methods[0].settings")

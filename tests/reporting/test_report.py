@@ -1,0 +1,173 @@
+"""build_report on a synthetic results tree with known numbers (see conftest.py)."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from tests.reporting.conftest import (
+    FRACTIONS,
+    MISSING,
+    N_INPUTS,
+    SEEDS,
+    TASKS,
+    TEMPERATURES,
+    example_scores,
+    headline,
+    make_config,
+    oracle,
+    write_results,
+)
+from xkdbench.reporting import build_report
+from xkdbench.reporting.gkd_grid import grid_pivot
+
+METHOD_NAMES = ["sft", "gkd_default", "gkd_jsd09"]
+
+
+def seeds_of(task, method, fraction=1.0):
+    return [s for s in SEEDS if (task, method, fraction, s) != MISSING]
+
+
+def test_tidy_table_shape_and_values(report):
+    _, _, out, _ = report
+    tidy = pd.read_csv(out / "all_cells.csv")
+    models = len(TASKS) * (1 + len(SEEDS) + len(METHOD_NAMES) * len(FRACTIONS) * len(SEEDS)) - 1
+    assert len(tidy) == models * (1 + len(TEMPERATURES))
+    assert not tidy.duplicated(["task", "method", "fraction", "seed", "decoding"]).any()
+    assert set(tidy["decoding"]) == {"greedy", "sample@0.5", "sample@1"}
+    for column in ("rouge2", "accuracy_strict", "oracle", "self_bleu", "train_seconds", "generated_tokens",
+                   "teacher_forward_sequences", "train_tokens", "time_to_best_validation",
+                   "learned_reward_spearman", "num_inputs"):
+        assert column in tidy.columns
+    row = tidy.query("task == 'summarization' and method == 'gkd_jsd09' and fraction == 0.5 and seed == 1 "
+                     "and decoding == 'greedy'").iloc[0]
+    assert row["method_key"] == "gkd" and row["rouge2"] == pytest.approx(headline("summarization", "gkd_jsd09", 0.5, 1))
+    assert row["headline"] == row["rouge2"] and row["num_inputs"] == N_INPUTS
+    assert row["train_seconds"] == pytest.approx(300 * 0.5 + 1) and row["generated_tokens"] == 1000
+    assert row["time_to_best_validation"] == 10.0  # lowest validation NLL at step 20, 10 s
+    hot = tidy.query("task == 'reasoning' and method == 'sft' and fraction == 1 and seed == 0 "
+                     "and decoding == 'sample@1'").iloc[0]
+    assert hot["temperature"] == 1.0 and hot["self_bleu"] == pytest.approx(80 - 40 - 2)
+    assert tidy.loc[tidy["method"] == "gkd_default", "learned_reward_spearman"].eq(0.25).all()
+    teacher = tidy[(tidy["method"] == "teacher") & (tidy["decoding"] == "greedy")]
+    assert len(teacher) == 2 and teacher["fraction"].isna().all() and (teacher["seed"] == 0).all()
+    init = tidy[(tidy["method"] == "student_init") & (tidy["decoding"] == "greedy")]
+    assert sorted(init["seed"]) == sorted(SEEDS * 2) and init["fraction"].isna().all()
+
+
+def test_main_table_means_cis_and_best(report):
+    _, _, out, paths = report
+    table = pd.read_csv(out / "main_table.csv")
+    assert set(paths["main_table"]) == {out / "main_table.csv", out / "main_table.md", out / "main_table.tex"}
+    for task, metric in TASKS.items():
+        for name in METHOD_NAMES + ["student_init"]:
+            seeds = seeds_of(task, name)
+            for column, value in ((metric, headline), ("oracle", oracle)):
+                x = [value(task, name, 1.0, s) for s in seeds]
+                low, high = stats.t.interval(0.95, len(x) - 1, loc=np.mean(x), scale=stats.sem(x))
+                row = table[(table["task"] == task) & (table["model"] == name) & (table["metric"] == column)].iloc[0]
+                assert row["mean"] == pytest.approx(np.mean(x))
+                assert row["ci95_half_width"] == pytest.approx((high - low) / 2)
+                assert row["n_seeds"] == len(seeds) and row["num_inputs"] == N_INPUTS
+        teacher = table[(table["task"] == task) & (table["model"] == "teacher")]
+        assert (teacher["n_seeds"] == 1).all() and teacher["ci95_half_width"].isna().all()
+        # best: gkd_jsd09 (the teacher scores higher but is a reference row, not a candidate)
+        best = table[(table["task"] == task) & table["best"]]
+        assert sorted(best["metric"]) == sorted([metric, "oracle"]) and set(best["model"]) == {"gkd_jsd09"}
+    md, tex = (out / "main_table.md").read_text(), (out / "main_table.tex").read_text()
+    assert "| **20.32 ± 1.43** |" in md and "(n=1, no CI)" in md and "test inputs" in md and "seeds" in md
+    assert md.count("## ") == 2 and tex.count(r"\begin{tabular}") == 2
+    assert r"\toprule" in tex and r"\textbf{20.32 $\pm$ 1.43}" in tex and r"gkd\_jsd09" in tex
+
+
+def test_win_rates_counts_and_bootstrap(report):
+    _, _, out, _ = report
+    table = pd.read_csv(out / "win_rates.csv")
+    vs_sft = table[(table["method_a"] == "gkd_jsd09") & (table["method_b"] == "sft")]
+    for task in TASKS:
+        seeds = seeds_of(task, "gkd_jsd09")
+        by_score = vs_sft[(vs_sft["task"] == task) & (vs_sft["measure"] == "greedy_score")].set_index("seed")
+        assert list(by_score.index) == [str(s) for s in seeds] + ["pooled"]
+        for seed in seeds:  # wins 0-4, loses 5-7, ties 8-19 (input 8 differs by 1e-12 only)
+            assert tuple(by_score.loc[str(seed), ["win", "tie", "lose"]]) == (5, 12, 3)
+        pooled = by_score.loc["pooled"]
+        k = len(seeds)
+        assert (pooled["win"], pooled["tie"], pooled["lose"], pooled["n_inputs"], pooled["n_seeds"]) == (
+            5 * k, 12 * k, 3 * k, N_INPUTS * k, k)
+        assert pooled["mean_difference"] == pytest.approx((5 * 0.1 - 3 * 0.2) / N_INPUTS)
+        assert pooled["ci95_low"] < pooled["mean_difference"] < pooled["ci95_high"]
+        by_oracle = vs_sft[(vs_sft["task"] == task) & (vs_sft["measure"] == "greedy_oracle")]
+        assert (by_oracle["win"] == by_oracle["n_inputs"]).all()
+        assert by_oracle["mean_difference"].to_numpy() == pytest.approx(0.05)
+        # against the initial student: the difference is known per input, matched by index
+        a, _ = example_scores(task, "gkd_jsd09", seeds[0])
+        b, _ = example_scores(task, "student_init", seeds[0])
+        row = table[(table["task"] == task) & (table["method_b"] == "student_init") &
+                    (table["measure"] == "greedy_score") & (table["seed"] == str(seeds[0]))].iloc[0]
+        assert row["mean_difference"] == pytest.approx(np.mean(a - b))
+        assert row["ci95_low"] <= np.mean(a - b) <= row["ci95_high"]
+    assert "pooled" in (out / "win_rates.md").read_text()
+
+
+def test_gkd_grid_placement(report):
+    _, _, out, paths = report
+    grid = pd.read_csv(out / "gkd_grid.csv")
+    assert set(grid["method"]) == {"gkd_default", "gkd_jsd09"}
+    pivot = grid_pivot(grid)
+    assert list(pivot.index) == [0.0, 0.5, 1.0]
+    assert list(pivot.columns) == ["FKL", "RKL", "JSD(0.1)", "JSD(0.5)", "JSD(0.9)"]
+    expected = {(0.5, "JSD(0.5)"): "gkd_default", (1.0, "JSD(0.9)"): "gkd_jsd09"}
+    for (fraction, label), value in pivot.stack().dropna().items():
+        name = expected.pop((fraction, label))
+        assert value == pytest.approx(np.mean([headline("reasoning", name, 1.0, s)
+                                               for s in seeds_of("reasoning", name)]))
+    assert not expected and pivot.notna().sum().sum() == 2
+    assert "0.183 ± 0.013" in (out / "gkd_grid.md").read_text()
+    assert paths["figure_gkd_grid"]
+
+
+def test_every_output_exists_and_figures_are_nonempty(report):
+    _, _, out, paths = report
+    for name in ("data_efficiency", "performance_diversity", "gkd_grid", "cost"):
+        assert paths[f"figure_{name}"] == [out / "figures" / f"{name}.png", out / "figures" / f"{name}.pdf"]
+    for files in paths.values():
+        for path in files:
+            assert path.is_file() and path.stat().st_size > 0, path
+    assert (out / "figures" / "data_efficiency.png").read_bytes()[:4] == b"\x89PNG"
+    assert not list(out.rglob(".*tmp*"))  # atomic writes leave no temporary files behind
+
+
+def test_missing_cells_are_listed(report):
+    _, _, out, _ = report
+    text = (out / "missing_cells.txt").read_text()
+    task, method, fraction, seed = MISSING
+    assert f"cells/{task}/{method}/f{fraction:g}/seed{seed}: eval/metrics.json missing" in text
+    assert len(text.splitlines()) == 2  # the header line and the one cell
+
+
+def test_partial_and_empty_results_do_not_crash(tmp_path):
+    results = tmp_path / "results"
+    write_results(results)
+    shutil.rmtree(results / "cells" / "summarization" / "sft")
+    (results / "student_init" / "reasoning" / "seed1" / "eval" / "outputs.jsonl").unlink()
+    config = make_config(win_rate_pairs=[["gkd_jsd09", "student_init"]], bootstrap_resamples=200)
+    paths = build_report(config, results, tmp_path / "out")
+    missing = (tmp_path / "out" / "missing_cells.txt").read_text()
+    assert missing.count("cells/summarization/sft/") == 6
+    assert "student_init/reasoning/seed1: eval/outputs.jsonl missing" in missing
+    table = pd.read_csv(tmp_path / "out" / "main_table.csv")
+    sft = table[(table["task"] == "summarization") & (table["model"] == "sft")]
+    assert (sft["n_seeds"] == 0).all() and sft["mean"].isna().all()
+    assert "n/a" in (tmp_path / "out" / "main_table.md").read_text()
+
+    config = make_config()  # no gkd variant, no results at all: tables are empty, figures still drawn
+    config.methods = config.methods[:1]
+    paths = build_report(config, tmp_path / "nothing", tmp_path / "empty")
+    assert paths["gkd_grid"] == [] and paths["figure_gkd_grid"] == [] and paths["win_rates"] == []
+    assert all(p.is_file() for files in paths.values() for p in files)
+    expected = len(TASKS) * (1 + len(SEEDS) + len(FRACTIONS) * len(SEEDS))
+    assert (tmp_path / "empty" / "missing_cells.txt").read_text().count("eval/metrics.json missing") == expected
+    assert pd.read_csv(tmp_path / "empty" / "main_table.csv").empty

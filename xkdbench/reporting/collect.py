@@ -1,0 +1,125 @@
+"""Read the results tree into one tidy table (a row per model x decoding) and per-example scores.
+
+Layout read (nothing else):
+
+    cells/{task}/{method}/f{fraction:g}/seed{seed}/{train_summary.json, train_log.jsonl, eval/...}
+    teacher/{task}/{train_summary.json, eval/metrics.json, eval/outputs.jsonl}
+    student_init/{task}/seed{seed}/{train_summary.json, eval/metrics.json, eval/outputs.jsonl}
+
+A model whose eval/metrics.json is absent is missing: it gets no row and is listed by `collect`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from xkdbench.config import ExperimentConfig
+from xkdbench.io import read_json, read_jsonl
+
+# train_summary.json key -> tidy column (names say what is counted).
+COST_COLUMNS = {"steps": "train_steps", "seconds": "train_seconds", "tokens": "train_tokens",
+                "generated_tokens": "generated_tokens", "teacher_forward_sequences": "teacher_forward_sequences"}
+ID_COLUMNS = ["task", "method", "method_key", "role", "fraction", "seed", "decoding", "temperature",
+              "headline_metric", "headline"]
+TAIL_COLUMNS = ["num_inputs", *COST_COLUMNS.values(), "time_to_best_validation", "learned_reward_spearman",
+                "eval_seconds"]
+
+
+@dataclass(frozen=True)
+class Model:
+    """One evaluated model of the study: a distilled cell or a reference (teacher, student_init)."""
+
+    task: str
+    method: str  # variant name, "teacher" or "student_init"
+    method_key: str  # registry key; the name itself for references
+    role: str  # "distilled" | "teacher" | "student_init"
+    fraction: float  # NaN for references
+    seed: int
+
+    def directory(self, results_dir: Path) -> Path:
+        if self.role == "teacher":
+            return results_dir / "teacher" / self.task
+        if self.role == "student_init":
+            return results_dir / "student_init" / self.task / f"seed{self.seed}"
+        return results_dir / "cells" / self.task / self.method / f"f{self.fraction:g}" / f"seed{self.seed}"
+
+
+def expected_models(config: ExperimentConfig) -> list[Model]:
+    """Every model the study should have produced, references first, in config order."""
+    models = []
+    for task in config.tasks:
+        models.append(Model(task, "teacher", "teacher", "teacher", math.nan, 0))
+        models += [Model(task, "student_init", "student_init", "student_init", math.nan, s) for s in config.seeds]
+        models += [Model(task, m.name, m.method, "distilled", float(f), s)
+                   for m in config.methods for f in config.fractions for s in config.seeds]
+    return models
+
+
+def time_to_best_validation(log_path: Path) -> float:
+    """Training seconds at the logged step with the lowest validation NLL (NaN if none was logged)."""
+    if not log_path.is_file():
+        return math.nan
+    logged = [r for r in read_jsonl(log_path) if r.get("validation_nll") is not None]
+    if not logged:
+        return math.nan
+    best = min(logged, key=lambda r: r["validation_nll"])  # the first of equal minima
+    return float(best.get("seconds", math.nan))
+
+
+def _rows(model: Model, directory: Path) -> list[dict]:
+    metrics = read_json(directory / "eval" / "metrics.json")
+    summary_path = directory / "train_summary.json"
+    summary = read_json(summary_path) if summary_path.is_file() else {}
+    reward = (metrics.get("learned_reward") or {}).get("pooled") or {}
+    shared = {
+        "num_inputs": metrics.get("num_inputs"),
+        **{column: summary.get(key, math.nan) for key, column in COST_COLUMNS.items()},
+        "time_to_best_validation": time_to_best_validation(directory / "train_log.jsonl"),
+        "learned_reward_spearman": math.nan if reward.get("spearman") is None else reward["spearman"],
+        "eval_seconds": metrics.get("seconds", math.nan),
+    }
+    ident = {"task": model.task, "method": model.method, "method_key": model.method_key, "role": model.role,
+             "fraction": model.fraction, "seed": model.seed, "headline_metric": metrics["headline_metric"]}
+    decodings = [("greedy", math.nan, metrics.get("greedy", {}))]
+    decodings += sorted(((f"sample@{t}", float(t), m) for t, m in metrics.get("sampling", {}).items()),
+                        key=lambda d: d[1])
+    rows = []
+    for decoding, temperature, values in decodings:
+        headline = values.get(metrics["headline_metric"], math.nan)
+        rows.append({**ident, "decoding": decoding, "temperature": temperature, "headline": headline,
+                     **values, **shared})
+    return rows
+
+
+def collect(config: ExperimentConfig, results_dir: Path) -> tuple[pd.DataFrame, list[str]]:
+    """The tidy table of every model present, and a line per missing file (relative to results_dir)."""
+    rows, missing = [], []
+    for model in expected_models(config):
+        directory = model.directory(results_dir)
+        where = directory.relative_to(results_dir).as_posix()
+        if not (directory / "eval" / "metrics.json").is_file():
+            missing.append(f"{where}: eval/metrics.json missing (model not evaluated)")
+            continue
+        for name in ("eval/outputs.jsonl", "train_summary.json"):
+            if not (directory / name).is_file():
+                missing.append(f"{where}: {name} missing")
+        rows += _rows(model, directory)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return pd.DataFrame(columns=ID_COLUMNS + TAIL_COLUMNS), missing
+    metrics = sorted(c for c in table.columns if c not in ID_COLUMNS + TAIL_COLUMNS)
+    return table[ID_COLUMNS + metrics + TAIL_COLUMNS], missing
+
+
+def per_example_scores(results_dir: Path, model: Model) -> pd.DataFrame | None:
+    """Per test input (indexed by `index`): greedy_score and, on embedded tasks, greedy_oracle."""
+    path = model.directory(results_dir) / "eval" / "outputs.jsonl"
+    if not path.is_file():
+        return None
+    records = read_jsonl(path)
+    columns = ["index", "greedy_score", "greedy_oracle"]
+    frame = pd.DataFrame([{k: r.get(k, math.nan) for k in columns} for r in records], columns=columns)
+    return frame.set_index("index")

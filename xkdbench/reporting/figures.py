@@ -1,0 +1,182 @@
+"""The study figures, one function per figure, each written as PNG and PDF into out_dir/figures.
+
+Drawn with matplotlib's object API on the Agg canvas (no pyplot, no global state). Every figure uses
+the same colour per method (`method_colors`); the teacher and the initial student are drawn dashed.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from xkdbench.config import ExperimentConfig
+from xkdbench.io import atomic_path
+from xkdbench.reporting import formatting as fmt
+from xkdbench.reporting.gkd_grid import grid_pivot
+from xkdbench.reporting.settings import REFERENCES, ReportSettings
+from xkdbench.reporting.stats import t_interval
+
+REFERENCE_COLORS = {"teacher": "black", "student_init": "dimgray"}
+REFERENCE_LABELS = {"teacher": "teacher", "student_init": "student init (SFT)"}
+
+
+def method_colors(config: ExperimentConfig) -> dict[str, tuple]:
+    """One colour per model name, in config order (the same in every figure of a study)."""
+    names = [m.name for m in config.methods]
+    cmap = matplotlib.colormaps["tab10" if len(names) <= 9 else "tab20"]
+    palette = [cmap(i) for i in range(cmap.N) if cmap.N != 10 or i != 7]  # tab10's grey is the references'
+    colors = {name: palette[i % len(palette)] for i, name in enumerate(names)}
+    return {**{r: matplotlib.colors.to_rgba(c) for r, c in REFERENCE_COLORS.items()}, **colors}
+
+
+def _figure(ncols: int, width: float = 5.0, height: float = 4.0) -> tuple[Figure, list]:
+    fig = Figure(figsize=(width * ncols, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    return fig, list(axes)
+
+
+def _save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
+    paths = []
+    for fmt_ in ("png", "pdf"):
+        path = out_dir / "figures" / f"{name}.{fmt_}"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt_, dpi=150)
+        paths.append(path)
+    return paths
+
+
+def _legend(fig: Figure, axes: list) -> None:
+    handles = {}
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, h)
+    if handles:
+        fig.legend(handles.values(), handles.keys(), loc="outside right center", fontsize="small")
+
+
+def _mark_empty(ax) -> None:
+    if not ax.has_data():
+        ax.text(0.5, 0.5, "no results yet", transform=ax.transAxes, ha="center", va="center", color="gray")
+
+
+def _seeds(rows: pd.DataFrame) -> str:
+    cells = rows[rows["role"] == "distilled"]
+    return str(fmt.count_label(cells.groupby(["task", "method", "fraction"])["seed"].nunique()))
+
+
+def data_efficiency(tidy, config: ExperimentConfig, settings: ReportSettings, colors, out_dir: Path) -> list[Path]:
+    """Greedy headline metric vs data fraction (log x), a panel per task, mean and 95% t-band over seeds."""
+    greedy = tidy[tidy["decoding"] == "greedy"]
+    fig, axes = _figure(len(config.tasks))
+    for ax, task in zip(axes, config.tasks, strict=True):
+        rows = greedy[greedy["task"] == task]
+        for name in REFERENCES:
+            mean = t_interval(rows.loc[rows["method"] == name, "headline"])[0]
+            if not math.isnan(mean):
+                ax.axhline(mean, color=colors[name], linestyle="--", linewidth=1.2, label=REFERENCE_LABELS[name])
+        for entry in config.methods:
+            runs = rows[rows["method"] == entry.name]
+            stats = [(f, *t_interval(g["headline"])) for f, g in runs.groupby("fraction")]
+            if not stats:
+                continue
+            x, mean, ci, _ = map(np.array, zip(*stats, strict=True))
+            ax.plot(x, mean, marker="o", color=colors[entry.name], label=entry.name)
+            band = ~np.isnan(ci)
+            ax.fill_between(x[band], (mean - ci)[band], (mean + ci)[band], color=colors[entry.name], alpha=0.15)
+        ax.set_xscale("log")
+        fractions = sorted(config.fractions)
+        ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
+        ax.minorticks_off()
+        ax.set_xlabel("share of the distillation data (log scale)")
+        metric = rows["headline_metric"].iloc[0] if len(rows) else "headline"
+        ax.set_ylabel(f"{fmt.metric_label(metric)}, greedy")
+        ax.set_title(task)
+        ax.grid(alpha=0.3)
+        _mark_empty(ax)
+    fig.suptitle(f"Data efficiency: test score vs training data (mean, 95% t-band over {_seeds(greedy)} seeds)")
+    _legend(fig, axes)
+    return _save(fig, out_dir, "data_efficiency")
+
+
+def performance_diversity(tidy, config: ExperimentConfig, settings: ReportSettings, colors, out_dir: Path) -> list[Path]:
+    """Quality of samples vs their Self-BLEU across sampling temperatures, a curve per method and task."""
+    samples = tidy[tidy["decoding"] != "greedy"]
+    samples = samples[(samples["role"] != "distilled") | (samples["fraction"] == settings.headline_fraction)]
+    fig, axes = _figure(len(config.tasks))
+    for ax, task in zip(axes, config.tasks, strict=True):
+        rows = samples[samples["task"] == task]
+        has_oracle = "oracle" in rows and rows["oracle"].notna().any()
+        quality = "oracle" if has_oracle else "headline"  # the samples' headline metric otherwise
+        metric = "oracle" if has_oracle else (rows["headline_metric"].iloc[0] if len(rows) else "headline")
+        annotated = False
+        for name in [*REFERENCES, *(m.name for m in config.methods)]:
+            runs = rows[rows["method"] == name]
+            if runs.empty or "self_bleu" not in runs:
+                continue
+            curve = runs.groupby("temperature")[["self_bleu", quality]].mean().dropna()
+            reference = name in REFERENCES
+            ax.plot(curve["self_bleu"], curve[quality], marker="o", markersize=4, color=colors[name],
+                    linestyle="--" if reference else "-", label=REFERENCE_LABELS.get(name, name))
+            if not reference and not annotated:  # temperatures once per panel, on the first method's curve
+                for t, point in curve.iterrows():
+                    ax.annotate(f"T={t:g}", (point["self_bleu"], point[quality]), textcoords="offset points",
+                                xytext=(4, -10), fontsize="x-small", color=colors[name],
+                                bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "alpha": 0.8, "linewidth": 0})
+                annotated = True
+        ax.set_xlabel(fmt.metric_label("self_bleu"))
+        ax.set_ylabel(f"{fmt.metric_label(metric)}, mean over samples")
+        ax.set_title(task)
+        ax.grid(alpha=0.3)
+        _mark_empty(ax)
+    fig.suptitle(f"Performance vs diversity of samples across sampling temperatures "
+                 f"(data fraction {settings.headline_fraction:g}, mean over seeds)")
+    _legend(fig, axes)
+    return _save(fig, out_dir, "performance_diversity")
+
+
+def gkd_grid_heatmap(table: pd.DataFrame, settings: ReportSettings, out_dir: Path) -> list[Path]:
+    """Heatmap of the GKD grid: mean headline by student_data_fraction x divergence, cells annotated."""
+    pivot = grid_pivot(table)
+    metric = table["headline_metric"].iloc[0]
+    fig, (ax,) = _figure(1, width=1.3 * len(pivot.columns) + 2.5, height=1.0 * len(pivot.index) + 2.0)
+    values = np.ma.masked_invalid(pivot.to_numpy(dtype=float))
+    image = ax.imshow(values, cmap="viridis", aspect="auto")
+    low, high = (values.min(), values.max()) if values.count() else (0, 1)
+    for (i, j), value in np.ndenumerate(pivot.to_numpy(dtype=float)):
+        dark = not math.isnan(value) and (high == low or (value - low) / (high - low) < 0.6)
+        ax.text(j, i, "—" if math.isnan(value) else fmt.number(value, metric), ha="center", va="center",
+                color="white" if dark else "black", fontsize="small")
+    ax.set_xticks(range(len(pivot.columns)), pivot.columns)
+    ax.set_yticks(range(len(pivot.index)), [f"{f:g}" for f in pivot.index])
+    ax.set_xlabel("divergence (JSD(beta): beta = teacher weight)")
+    ax.set_ylabel("student_data_fraction (1 = on-policy)")
+    fig.colorbar(image, ax=ax, label=f"{fmt.metric_label(metric)}, greedy")
+    ax.set_title(f"GKD grid on {settings.gkd_grid_task}: mean over {fmt.count_label(table['n_seeds'])} seeds "
+                 f"(— = not run)", fontsize="medium")
+    return _save(fig, out_dir, "gkd_grid")
+
+
+def cost(tidy, config: ExperimentConfig, settings: ReportSettings, colors, out_dir: Path) -> list[Path]:
+    """Per method: wall-clock seconds, generated tokens and teacher forward passes per cell (3 panels)."""
+    cells = tidy[(tidy["decoding"] == "greedy") & (tidy["role"] == "distilled")]
+    names = [m.name for m in config.methods if (cells["method"] == m.name).any()]
+    panels = [("train_seconds", "wall-clock training seconds per cell"),
+              ("generated_tokens", "generated tokens per cell"),
+              ("teacher_forward_sequences", "teacher forward passes (sequences) per cell")]
+    fig, axes = _figure(3, width=4.5, height=0.45 * max(len(names), 3) + 1.5)
+    for ax, (column, label) in zip(axes, panels, strict=True):
+        means = [cells.loc[cells["method"] == n, column].mean() for n in names]
+        ax.barh(range(len(names)), np.nan_to_num(means), color=[colors[n] for n in names])
+        ax.set_yticks(range(len(names)), names if ax is axes[0] else [""] * len(names))
+        ax.invert_yaxis()
+        ax.set_xlabel(label)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(f"Training cost per method (mean over {fmt.count_label(cells.groupby('method').size())} "
+                 "cells each: tasks x fractions x seeds)")
+    return _save(fig, out_dir, "cost")

@@ -1,0 +1,82 @@
+"""The `report:` section of an experiment config, loaded strictly.
+
+Keys (all optional):
+
+- ``headline_fraction`` (default 1.0, or the largest configured fraction when 1.0 is not among
+  ``fractions``): the data fraction of the main table, win rates, GKD grid and performance/diversity figure.
+- ``win_rate_pairs`` (default: every method variant whose registry key starts with ``xkd`` against every
+  other variant; none when there is no such variant): a list of ``[A, B]`` name pairs. A and B are method
+  variant names, or ``teacher`` / ``student_init``.
+- ``gkd_grid_task`` (default ``reasoning``): the task of the GKD grid (skipped when it is not configured).
+- ``bootstrap_resamples`` (default 9999): resamples of each paired bootstrap.
+- ``bootstrap_seed`` (default 0): seed of the paired bootstrap, so reports are reproducible.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xkdbench.config import ConfigError, ExperimentConfig, check_range
+
+REFERENCES = ("teacher", "student_init")
+KEYS = ("headline_fraction", "win_rate_pairs", "gkd_grid_task", "bootstrap_resamples", "bootstrap_seed")
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    headline_fraction: float
+    win_rate_pairs: tuple[tuple[str, str], ...]
+    gkd_grid_task: str
+    bootstrap_resamples: int
+    bootstrap_seed: int
+
+
+def report_settings(config: ExperimentConfig) -> ReportSettings:
+    """Resolve `config.report` against the study; a bad key or value raises ConfigError naming it."""
+    report = dict(config.report or {})
+    where = "config.report"
+    unknown = sorted(set(report) - set(KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(KEYS)}")
+    names = [m.name for m in config.methods]
+    clash = sorted(set(names) & set(REFERENCES))
+    if clash:
+        raise ConfigError(f"config.methods: variant name(s) {clash} are reserved for the reference models")
+
+    fractions = [float(f) for f in config.fractions]
+    if "headline_fraction" in report:
+        fraction = report["headline_fraction"]
+        if isinstance(fraction, bool) or not isinstance(fraction, int | float) or float(fraction) not in fractions:
+            raise ConfigError(f"{where}.headline_fraction: {fraction!r} is not a configured fraction; "
+                              f"allowed: {', '.join(f'{f:g}' for f in fractions)}")
+        fraction = float(fraction)
+    else:
+        fraction = 1.0 if 1.0 in fractions or not fractions else max(fractions)
+
+    if "win_rate_pairs" in report:
+        raw = report["win_rate_pairs"] or []
+        if not isinstance(raw, list):
+            raise ConfigError(f"{where}.win_rate_pairs: expected a list of [A, B] pairs, got {raw!r}")
+        pairs = []
+        allowed = names + list(REFERENCES)
+        for i, pair in enumerate(raw):
+            if not isinstance(pair, list | tuple) or len(pair) != 2 or pair[0] == pair[1]:
+                raise ConfigError(f"{where}.win_rate_pairs[{i}]: expected two different names [A, B], got {pair!r}")
+            for name in pair:
+                if name not in allowed:
+                    raise ConfigError(f"{where}.win_rate_pairs[{i}]: {name!r} is not a method variant; "
+                                      f"allowed: {', '.join(allowed)}")
+            pairs.append((str(pair[0]), str(pair[1])))
+    else:
+        xkd = [m.name for m in config.methods if m.method.startswith("xkd")]
+        pairs = [(a, b) for a in xkd for b in names if b != a]
+
+    task = report.get("gkd_grid_task", "reasoning")
+    if not isinstance(task, str):
+        raise ConfigError(f"{where}.gkd_grid_task: expected a task name, got {task!r}")
+    resamples = report.get("bootstrap_resamples", 9999)
+    seed = report.get("bootstrap_seed", 0)
+    for key, value, low in (("bootstrap_resamples", resamples, 100), ("bootstrap_seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}.{key}: expected an integer, got {value!r}")
+        check_range(f"{where}.{key}", value, low)
+    return ReportSettings(fraction, tuple(pairs), task, resamples, seed)

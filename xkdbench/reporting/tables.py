@@ -1,0 +1,193 @@
+"""The study tables: main table, win rates, GKD grid and cost, each as CSV plus Markdown (main: LaTeX too).
+
+Every table states how many seeds and test inputs are behind it: CSVs in `n_seeds` / `num_inputs`
+columns, Markdown and LaTeX in a column and a caption line.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from xkdbench.config import ExperimentConfig
+from xkdbench.io import write_text
+from xkdbench.reporting import formatting as fmt
+from xkdbench.reporting.collect import Model, per_example_scores
+from xkdbench.reporting.settings import REFERENCES, ReportSettings
+from xkdbench.reporting.stats import CONFIDENCE, paired_bootstrap, t_interval, win_tie_lose
+
+COST = ["train_seconds", "train_tokens", "generated_tokens", "teacher_forward_sequences", "time_to_best_validation"]
+
+
+def headline_rows(tidy: pd.DataFrame, fraction: float, decoding: str = "greedy") -> pd.DataFrame:
+    """Reference models plus the distilled cells at `fraction`, for one decoding."""
+    rows = tidy[tidy["decoding"] == decoding]
+    return rows[(rows["role"] != "distilled") | (rows["fraction"] == fraction)]
+
+
+def model_order(config: ExperimentConfig) -> list[tuple[str, str, str]]:
+    """(name, method key, role) of the main table's rows: references first, then config order."""
+    return [(r, r, r) for r in REFERENCES] + [(m.name, m.method, "distilled") for m in config.methods]
+
+
+# -- 1. main table ------------------------------------------------------------------------------
+def main_table(tidy: pd.DataFrame, config: ExperimentConfig, settings: ReportSettings) -> pd.DataFrame:
+    """Long table: a row per (task, model, metric) with mean, t half-width, n_seeds and `best`."""
+    rows = []
+    chosen = headline_rows(tidy, settings.headline_fraction)
+    for task in config.tasks:
+        here = chosen[chosen["task"] == task]
+        if here.empty:
+            continue
+        metrics = [here["headline_metric"].iloc[0]]
+        if "oracle" in here and here["oracle"].notna().any():
+            metrics.append("oracle")
+        for metric in metrics:
+            block = []
+            for name, key, role in model_order(config):
+                runs = here[here["method"] == name]
+                mean, ci, n = t_interval(runs[metric])
+                block.append({"task": task, "model": name, "method_key": key, "role": role,
+                              "fraction": math.nan if role != "distilled" else settings.headline_fraction,
+                              "metric": metric, "mean": mean, "ci95_half_width": ci, "n_seeds": n,
+                              "num_inputs": fmt.count_label(runs["num_inputs"]), "best": False})
+            candidates = [r["mean"] for r in block if r["role"] == "distilled" and not math.isnan(r["mean"])]
+            for r in block:  # higher is better for every headline metric and the oracle
+                r["best"] = bool(candidates) and r["role"] == "distilled" and r["mean"] == max(candidates)
+            rows += block
+    return pd.DataFrame(rows, columns=["task", "model", "method_key", "role", "fraction", "metric", "mean",
+                                       "ci95_half_width", "n_seeds", "num_inputs", "best"])
+
+
+def _main_caption(task_rows: pd.DataFrame, settings: ReportSettings) -> str:
+    seeds = fmt.count_label(task_rows.loc[task_rows["role"] == "distilled", "n_seeds"])
+    return (f"{task_rows['task'].iloc[0]}: greedy decoding on {fmt.count_label(task_rows['num_inputs'])} test "
+            f"inputs, distilled at data fraction {settings.headline_fraction:g}; mean ± half-width of the "
+            f"{CONFIDENCE:.0%} t-interval over seeds ({seeds} seeds per method, teacher 1 run; n=1: no CI). "
+            "Bold: best distilled method per column.")
+
+
+def write_main_table(table: pd.DataFrame, settings: ReportSettings, out_dir: Path) -> list[Path]:
+    md, tex = [f"# Main table (data fraction {settings.headline_fraction:g}, greedy decoding)\n"], []
+    for task, task_rows in table.groupby("task", sort=False):
+        metrics = list(dict.fromkeys(task_rows["metric"]))
+        header = ["Model"] + [fmt.short_label(m) for m in metrics] + ["Seeds"]
+        md_rows, tex_blocks = [], [[], []]
+        for model, model_rows in task_rows.groupby("model", sort=False):
+            by_metric = model_rows.set_index("metric")
+            cells_md, cells_tex = [], []
+            for m in metrics:
+                r = by_metric.loc[m]
+                text = fmt.mean_ci(r["mean"], r["ci95_half_width"], r["n_seeds"], m)
+                cells_md.append(f"**{text}**" if r["best"] else text)
+                cells_tex.append(f"\\textbf{{{fmt.latex_escape(text)}}}" if r["best"] else fmt.latex_escape(text))
+            n = str(int(model_rows["n_seeds"].max()))
+            md_rows.append([model, *cells_md, n])
+            tex_blocks[model_rows["role"].iloc[0] == "distilled"].append([fmt.latex_escape(model), *cells_tex, n])
+        caption = _main_caption(task_rows, settings)
+        md += [f"## {task}\n", fmt.markdown(header, md_rows), f"{caption}\n"]
+        tex.append(fmt.latex_table(header, tex_blocks, caption, f"tab:main-{task}"))
+    paths = [fmt.write_csv(out_dir / "main_table.csv", table)]
+    for name, text in (("main_table.md", "\n".join(md)), ("main_table.tex", "% requires \\usepackage{booktabs}\n"
+                                                                         + "\n".join(tex))):
+        write_text(out_dir / name, text)
+        paths.append(out_dir / name)
+    return paths
+
+
+# -- 3. win rates -------------------------------------------------------------------------------
+def _model(config: ExperimentConfig, task: str, name: str, fraction: float, seed: int) -> Model:
+    if name == "teacher":
+        return Model(task, name, name, name, math.nan, 0)
+    if name == "student_init":
+        return Model(task, name, name, name, math.nan, seed)
+    return Model(task, name, config.method(name).method, "distilled", fraction, seed)
+
+
+def _compare(a: pd.Series, b: pd.Series, settings: ReportSettings) -> dict:
+    win, tie, lose = win_tie_lose(a, b)
+    mean, low, high = paired_bootstrap(a, b, n_resamples=settings.bootstrap_resamples, seed=settings.bootstrap_seed)
+    return {"n_inputs": len(a), "win": win, "tie": tie, "lose": lose, "mean_difference": mean,
+            "ci95_low": low, "ci95_high": high}
+
+
+def win_rates(config: ExperimentConfig, settings: ReportSettings, results_dir: Path) -> pd.DataFrame:
+    """Per task, pair, measure (greedy_score, greedy_oracle): a row per seed and a pooled row."""
+    rows, cache = [], {}
+
+    def scores(model: Model):
+        if model not in cache:
+            cache[model] = per_example_scores(results_dir, model)
+        return cache[model]
+
+    for task in config.tasks:
+        for a_name, b_name in settings.win_rate_pairs:
+            paired = {}
+            for seed in config.seeds:
+                a = scores(_model(config, task, a_name, settings.headline_fraction, seed))
+                b = scores(_model(config, task, b_name, settings.headline_fraction, seed))
+                if a is not None and b is not None:  # matched by test input index
+                    paired[seed] = a.add_suffix("_a").join(b.add_suffix("_b"), how="inner")
+            for measure in ("greedy_score", "greedy_oracle"):
+                per_seed = {seed: joined[[f"{measure}_a", f"{measure}_b"]].dropna() for seed, joined in paired.items()}
+                per_seed = {seed: pair for seed, pair in per_seed.items() if not pair.empty}
+                if per_seed:
+                    per_seed["pooled"] = pd.concat(per_seed.values())
+                ident = dict(task=task, method_a=a_name, method_b=b_name, measure=measure, n_seeds=len(per_seed) - 1)
+                rows += [{**ident, "seed": seed, **_compare(pair.iloc[:, 0], pair.iloc[:, 1], settings)}
+                         for seed, pair in per_seed.items()]
+    columns = ["task", "method_a", "method_b", "measure", "seed", "n_seeds", "n_inputs", "win", "tie", "lose",
+               "mean_difference", "ci95_low", "ci95_high"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def write_win_rates(table: pd.DataFrame, settings: ReportSettings, out_dir: Path) -> list[Path]:
+    md = [f"# Win / tie / lose (data fraction {settings.headline_fraction:g}, greedy decoding)\n"]
+    header = ["A vs B", "by", "seed", "inputs", "win", "tie", "lose", "mean A - B [95% CI]"]
+    for task, rows in table.groupby("task", sort=False):
+        body = [[f"{r.method_a} vs {r.method_b}", "score" if r.measure == "greedy_score" else "oracle", r.seed,
+                 r.n_inputs, r.win, r.tie, r.lose,
+                 f"{r.mean_difference:+.4f} [{r.ci95_low:+.4f}, {r.ci95_high:+.4f}]"] for r in rows.itertuples()]
+        md += [f"## {task}\n", fmt.markdown(header, body),
+               f"Per test input matched by index, over {fmt.count_label(rows['n_seeds'])} seeds; pooled rows count "
+               f"every (seed, input) pair. Win: A's per-example score > B's, tie: within 1e-9. By score: "
+               f"{fmt.PER_EXAMPLE.get(task, 'per-example task metric')}; by oracle: the oracle score (0-1). "
+               f"CI: paired bootstrap (scipy.stats.bootstrap, BCa, {settings.bootstrap_resamples} resamples, "
+               f"seed {settings.bootstrap_seed}).\n"]
+    if table.empty:
+        md.append("No pair had outputs for both models.\n")
+    write_text(out_dir / "win_rates.md", "\n".join(md))
+    return [fmt.write_csv(out_dir / "win_rates.csv", table), out_dir / "win_rates.md"]
+
+
+# -- 6. cost --------------------------------------------------------------------------------------
+def cost_table(tidy: pd.DataFrame, config: ExperimentConfig) -> pd.DataFrame:
+    """Per task and method variant: mean training cost over its cells (all fractions and seeds)."""
+    cells = tidy[(tidy["decoding"] == "greedy") & (tidy["role"] == "distilled")]
+    rows = []
+    for task in config.tasks:
+        for entry in config.methods:
+            runs = cells[(cells["task"] == task) & (cells["method"] == entry.name)]
+            if runs.empty:
+                continue
+            rows.append({"task": task, "method": entry.name, "method_key": entry.method, "n_cells": len(runs),
+                         "n_seeds": runs["seed"].nunique(), **{c: runs[c].mean() for c in COST}})
+    return pd.DataFrame(rows, columns=["task", "method", "method_key", "n_cells", "n_seeds", *COST])
+
+
+def write_cost_table(table: pd.DataFrame, out_dir: Path) -> list[Path]:
+    header = ["Method", "cells", "train seconds", "train tokens", "generated tokens", "teacher forwards",
+              "s to best val."]
+    md = ["# Training cost per cell (mean over fractions and seeds)\n"]
+    for task, rows in table.groupby("task", sort=False):
+        body = [[r.method, r.n_cells, *(f"{v:,.0f}" if not math.isnan(v) else "n/a" for v in
+                                        (r.train_seconds, r.train_tokens, r.generated_tokens,
+                                         r.teacher_forward_sequences, r.time_to_best_validation))]
+                for r in rows.itertuples()]
+        md += [f"## {task}\n", fmt.markdown(header, body),
+               f"Means over each method's cells ({fmt.count_label(rows['n_seeds'])} seeds x fractions). Teacher "
+               "forwards: sequences passed through the teacher. s to best val.: training seconds at the logged "
+               "step with the lowest validation NLL (n/a: validation not logged).\n"]
+    write_text(out_dir / "cost.md", "\n".join(md))
+    return [fmt.write_csv(out_dir / "cost.csv", table), out_dir / "cost.md"]
