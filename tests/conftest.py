@@ -9,6 +9,10 @@ import torch
 from xkdbench.core.data import TrainData
 from xkdbench.models import ModelSpec, build_model, train_tokenizer
 
+# One thread per test process: tiny models gain nothing from more, and on a loaded 2-core machine
+# two threads per process fight each other (a 10x slowdown seen in practice).
+torch.set_num_threads(1)
+
 WORDS = "cat dog bird fish cow horse sheep goat".split()
 
 

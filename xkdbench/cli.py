@@ -285,6 +285,15 @@ def _reward_diagnostic(args, cfg, task, examples, model, reward_fn, records, dev
                                      max_target_tokens=task_cfg.max_target_tokens)
 
 
+def cmd_report(args) -> None:
+    from xkdbench.reporting import build_report
+
+    cfg = load_config(args.config)
+    paths = build_report(cfg, _existing(args.results, "--results"), Path(args.out))
+    written = sum(len(v) for v in paths.values())
+    print(f"report: {written} files -> {args.out}")
+
+
 # -- parser -------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xkdbench", description=__doc__.split("\n\n")[0])
@@ -309,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
             "seed": (["--seed"], dict(type=int, default=0, help="random seed (default 0)")),
             "out": (["--out"], dict(required=True, help="output path")),
             "threads": (["--threads"], dict(type=int, default=None, help="CPU threads for torch")),
+            "results": (["--results"], dict(required=True, help="the study's results directory")),
             "json": (["--json"], dict(action="store_true", help="print the plan as JSON")),
         }
         for option in options:
@@ -332,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
         "config", "task", "method", "fraction", "seed", "data", "teacher", "student", "teacher_outputs", "out", "threads")
     add("evaluate", cmd_evaluate, "evaluate a checkpoint: greedy + sampled outputs, metrics.json",
         "config", "task", "data", "checkpoint", "reward_teacher", "seed", "out", "threads")
+    add("report", cmd_report, "aggregate a study's results into tables and figures", "config", "results", "out")
     return parser
 
 

@@ -15,11 +15,10 @@ from typing import Any
 
 import yaml
 
+from xkdbench.errors import ConfigError
 from xkdbench.models.build import ModelSpec
 
-
-class ConfigError(ValueError):
-    """A user-fixable mistake in a configuration; the message names the field and the allowed values."""
+__all__ = ["ConfigError", "ExperimentConfig", "from_dict", "load_config"]
 
 
 def _describe(tp: Any) -> str:
@@ -289,9 +288,15 @@ class ExperimentConfig:
             if entry.name in seen:
                 raise ConfigError(f"{where}.methods[{i}].name: {entry.name!r} is used twice; names must be unique")
             seen.add(entry.name)
-            method_config(entry.method, entry.settings, f"{where}.methods[{i}].settings")
+            settings = method_config(entry.method, entry.settings, f"{where}.methods[{i}].settings")
+            for task in self.tasks:
+                METHODS.get(entry.method).check_training(settings, self.training("distill", task),
+                                                         f"{where}.tasks.{task}.distill (or {where}.distill)")
         for i, f in enumerate(self.fractions):
             check_range(f"{where}.fractions[{i}]", f, 0, 1, low_open=True)
+        from xkdbench.reporting.settings import report_settings
+
+        report_settings(self)  # the report section names methods and fractions: check them now
 
     def training(self, section: str, task: str) -> TrainingConfig:
         """The training config of `section` for `task`, with the task's overrides applied."""

@@ -13,8 +13,8 @@ from tests.conftest import tiny_model
 from xkdbench.config import ConfigError, SamplingConfig, TrainingConfig
 from xkdbench.core.context import TrainContext
 from xkdbench.core.data import StepLoader
-from xkdbench.core.trainer import TrainSetup, train
 from xkdbench.core.mixture_sampling import sample_mixture, sample_teacher_mixed
+from xkdbench.core.trainer import TrainSetup, train
 from xkdbench.methods import METHODS, method_config
 from xkdbench.methods.minillm import clipped_surrogate, code_advantages, paper_returns
 from xkdbench.models.batch import mask_after_first_eos
@@ -69,20 +69,20 @@ def reference_mixture(student, teacher, prompts, weight, max_new_tokens):
     return mask_after_first_eos(ids, student.eos_id, student.pad_id)
 
 
-@pytest.mark.parametrize("weight", [0.0, 0.3, 1.0])
+@pytest.mark.parametrize("weight", [0.0, 0.3])
 def test_mixture_sampling_equals_a_reference_loop(tokenizer, family, toy_data, weight):
     student, teacher = tiny_model(tokenizer, family, seed=1), tiny_model(tokenizer, family, seed=2, width=48)
     favour_eos(student), favour_eos(teacher)
     prompts = StepLoader(toy_data, student, batch_size=8, grad_accum=1, seed=0).step_examples(0)[0].gold
     torch.manual_seed(3)
-    out = sample_mixture(student, teacher, prompts, teacher_weight=weight, max_new_tokens=10)
+    out = sample_mixture(student, teacher, prompts, teacher_weight=weight, max_new_tokens=8)
     torch.manual_seed(3)
-    ids, mask = reference_mixture(student, teacher, prompts, weight, 10)
+    ids, mask = reference_mixture(student, teacher, prompts, weight, 8)
     assert torch.equal(out.target_ids, ids) and torch.equal(out.target_mask, mask)
     assert len(set(mask.sum(1).tolist())) > 1, "rows should finish at different lengths"
     if weight == 0:  # exactly the student's own sampler
         torch.manual_seed(3)
-        generated = student.generate(prompts, max_new_tokens=10, do_sample=True)
+        generated = student.generate(prompts, max_new_tokens=8, do_sample=True)
         assert torch.equal(out.target_ids, generated.target_ids) and torch.equal(out.target_mask, generated.target_mask)
 
 
@@ -150,9 +150,10 @@ def test_loss_terms_at_the_first_step_of_a_rollout(tokenizer, family, toy_data, 
     rkl = F.kl_div(log_p, log_q, log_target=True, reduction="none").sum(-1)  # sum_v q (log q - log p)
     mask, w, adv = batch.target_mask.bool(), batch.weights, batch.advantages
     assert ((w[mask] - 1).abs() > 1e-3).any(), "teacher mixing should move the weights off 1"
-    r = torch.log_softmax(teacher.float(), -1).gather(-1, batch.target_ids[..., None]).squeeze(-1) - \
-        log_q.float().gather(-1, batch.target_ids[..., None]).squeeze(-1)
-    torch.testing.assert_close(batch.rewards[mask], r[mask])
+    logp_y, logq_y = (x.gather(-1, batch.target_ids[..., None]).squeeze(-1) for x in (log_p, log_q))  # (B, T)
+    torch.testing.assert_close(batch.rewards[mask], (logp_y - logq_y)[mask])  # r_t = log p - log q_old
+    q_y, p_y = logq_y.exp(), logp_y.exp()
+    torch.testing.assert_close(w[mask], (q_y / (0.2 * p_y + 0.8 * q_y))[mask])  # w_t = q_old / pi_mix
     if form == "paper":  # rho = 1 exactly: pg = -w R; the single-step term is w * RKL
         torch.testing.assert_close(terms["single_step"][mask], (w * rkl)[mask])
         torch.testing.assert_close(terms["pg"][mask], (-w * adv)[mask])
@@ -181,8 +182,8 @@ def test_a_rollout_serves_ppo_epochs_steps_per_micro_batch(tokenizer, family, to
     assert torch.equal(reused.advantages, seen[2][0].advantages) and int(again.ctx.generated_tokens) == 0
 
 
-@pytest.mark.parametrize("form", ["paper", "code"])
-def test_training_runs_and_logs_finite_terms(tmp_path, tokenizer, family, toy_data, form):
+def test_training_runs_and_logs_finite_terms(tmp_path, tokenizer, family, toy_data):
+    form = {"llama": "paper", "t5": "code"}[family]  # both forms, both families, two runs
     _, summary = run(tokenizer, family, toy_data, tmp_path / "r",
                      settings={"ppo_epochs": 2, "return_form": form}, steps=3)
     records = [json.loads(line) for line in open(tmp_path / "r" / "train_log.jsonl")]
@@ -192,12 +193,13 @@ def test_training_runs_and_logs_finite_terms(tmp_path, tokenizer, family, toy_da
     assert summary["generated_tokens"] > 0 and summary["teacher_forward_sequences"] == 2 * 8 * 2 + 3 * 8
 
 
+@pytest.mark.parametrize("family", ["llama"])  # the method state is the same for both families
 def test_resume_in_the_middle_of_a_rollout_equals_uninterrupted(tmp_path, tokenizer, family, toy_data):
     settings = {"ppo_epochs": 2}
     full, summary = run(tokenizer, family, toy_data, tmp_path / "full", settings=settings, steps=4)
     run(tokenizer, family, toy_data, tmp_path / "cut", settings=settings, steps=4, stop_after=3)
     resumed, resumed_summary = run(tokenizer, family, toy_data, tmp_path / "cut", settings=settings, steps=4)
-    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     logs = [[json.loads(line) for line in open(tmp_path / d / "train_log.jsonl")] for d in ("full", "cut")]
     for x, y in zip(*logs, strict=True):

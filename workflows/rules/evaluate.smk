@@ -34,28 +34,47 @@ rule evaluate_cell:
         "--out {params.out} > {log} 2>&1"
 
 
-rule evaluate_reference:
-    """The teacher (seed 0) and the student initialisations, evaluated like any cell."""
+rule evaluate_teacher:
+    """The teacher is evaluated like any cell (seed 0): the reference row of every table."""
     input:
         data=rules.prepare_data.output,
-        model=f"{RESULTS}/{{reference}}/train_summary.json",
+        model=rules.train_teacher.output,
     output:
-        f"{RESULTS}/{{reference}}/eval/metrics.json",
-    wildcard_constraints:
-        reference=r"(teacher/[^/]+|student_init/[^/]+/seed\d+)",
+        f"{RESULTS}/teacher/{{task}}/eval/metrics.json",
     params:
-        data=lambda wc: f"{RESULTS}/data/{wc.reference.split('/')[1]}",
-        task=lambda wc: wc.reference.split("/")[1],
-        seed=lambda wc: wc.reference.rsplit("seed", 1)[1] if "seed" in wc.reference else 0,
-        checkpoint=f"{RESULTS}/{{reference}}/model",
-        out=f"{RESULTS}/{{reference}}/eval",
+        data=f"{RESULTS}/data/{{task}}",
+        checkpoint=f"{RESULTS}/teacher/{{task}}/model",
+        out=f"{RESULTS}/teacher/{{task}}/eval",
     log:
-        f"{RESULTS}/logs/evaluate/{{reference}}.log",
+        f"{RESULTS}/logs/evaluate/teacher/{{task}}.log",
     threads: threads("evaluate")
     resources:
         gpu=gpus("evaluate"),
         mem_mb=mem_mb("evaluate"),
         runtime=runtime("evaluate"),
     shell:
-        "xkdbench evaluate --config {CFG} --task {params.task} --data {params.data} "
-        "--checkpoint {params.checkpoint} --seed {params.seed} --threads {threads} --out {params.out} > {log} 2>&1"
+        "xkdbench evaluate --config {CFG} --task {wildcards.task} --data {params.data} "
+        "--checkpoint {params.checkpoint} --seed 0 --threads {threads} --out {params.out} > {log} 2>&1"
+
+
+rule evaluate_student_init:
+    """Each student initialisation (SFT on the warm-up split): where every method starts from."""
+    input:
+        data=rules.prepare_data.output,
+        model=rules.init_student.output,
+    output:
+        f"{RESULTS}/student_init/{{task}}/seed{{seed}}/eval/metrics.json",
+    params:
+        data=f"{RESULTS}/data/{{task}}",
+        checkpoint=f"{RESULTS}/student_init/{{task}}/seed{{seed}}/model",
+        out=f"{RESULTS}/student_init/{{task}}/seed{{seed}}/eval",
+    log:
+        f"{RESULTS}/logs/evaluate/student_init/{{task}}/seed{{seed}}.log",
+    threads: threads("evaluate")
+    resources:
+        gpu=gpus("evaluate"),
+        mem_mb=mem_mb("evaluate"),
+        runtime=runtime("evaluate"),
+    shell:
+        "xkdbench evaluate --config {CFG} --task {wildcards.task} --data {params.data} "
+        "--checkpoint {params.checkpoint} --seed {wildcards.seed} --threads {threads} --out {params.out} > {log} 2>&1"

@@ -29,8 +29,12 @@ class TrainExamples:
 
 class TrainContext:
     def __init__(self, student: Seq2SeqLM, teacher: Seq2SeqLM | None, sampling: SamplingConfig, *,
-                 max_new_tokens: int, device: torch.device, use_bf16: bool, seed: int):
+                 max_new_tokens: int, device: torch.device, use_bf16: bool, seed: int,
+                 total_steps: int | None = None, validate_every: int = 0):
         self.student = student
+        # the run's step budget and validation interval, for methods whose schedules depend on them
+        self.total_steps = total_steps
+        self.validate_every = validate_every
         self.teacher = teacher
         self.sampling = sampling
         self.max_new_tokens = max_new_tokens

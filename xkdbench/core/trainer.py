@@ -122,8 +122,8 @@ def train(setup: TrainSetup, out_dir: str | Path, *, stop_after: int | None = No
     if teacher is not None:
         teacher.model.to(setup.device).eval().requires_grad_(False)
     ctx = TrainContext(student, teacher, setup.sampling or SamplingConfig(), max_new_tokens=setup.max_new_tokens,
-                       device=setup.device,
-                       use_bf16=use_bf16(setup.precision, setup.device), seed=setup.seed)
+                       device=setup.device, use_bf16=use_bf16(setup.precision, setup.device), seed=setup.seed,
+                       total_steps=cfg.steps, validate_every=cfg.validate_every if setup.validation is not None else 0)
     method = setup.method_cls(setup.method_config, ctx)
     modules = {"student": student.model, **method.trainable_modules()}
     for module in modules.values():

@@ -73,6 +73,11 @@ class Method:
         return {}
 
     @classmethod
+    def check_training(cls, config: Any, training: Any, where: str) -> None:
+        """Reject a training budget the method cannot run with (ConfigError naming the field), at
+        config load time, before any work starts. Default: every budget is fine."""
+
+    @classmethod
     def learned_reward(cls, model_dir: Path, config: Any, student: Seq2SeqLM) -> Callable[[Batch], torch.Tensor] | None:
         """For methods that learn a reward (X-KD, PbKD): a function scoring each sequence of a batch
         (B,) from the modules saved beside the checkpoint. The evaluator correlates it with the

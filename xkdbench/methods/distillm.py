@@ -103,8 +103,9 @@ class ReplayBuffer:
 
     def add(self, batch: Batch) -> None:
         for ids, mask, target, target_mask in zip(batch.prompt_ids.tolist(), batch.prompt_mask.tolist(),
-                                                  batch.target_ids.tolist(), batch.target_mask.tolist()):
-            self.rows.append(([t for t, m in zip(ids, mask) if m], [t for t, m in zip(target, target_mask) if m]))
+                                                  batch.target_ids.tolist(), batch.target_mask.tolist(), strict=True):
+            self.rows.append(([t for t, m in zip(ids, mask, strict=True) if m],
+                              [t for t, m in zip(target, target_mask, strict=True) if m]))
 
     def sample(self, size: int, rng: random.Random, model: Seq2SeqLM) -> Batch:
         """`size` rows (fewer if the buffer holds fewer) drawn without replacement, collated by `model`."""
@@ -134,17 +135,24 @@ class DistiLLM(Method):
     - The code's coin is per micro-batch; here per optimiser step (all micro-batches agree).
     - The code sometimes adds a language-model term on a pre-training corpus (`lm_data_dir`); not here.
     - A replayed micro-batch holds as many rows as the gold one, fewer if the buffer holds fewer.
+    - The run length T is the run's step budget (`ctx.total_steps`) unless `schedule_steps` is given.
     """
 
     Config = DistiLLMConfig
     paper = Paper("DistiLLM: Towards Streamlined Distillation for Large Language Models", "2402.03898", "ICML 2024")
 
+    @classmethod
+    def check_training(cls, config, training, where):
+        if training.validate_every == 0:
+            raise ConfigError(f"{where}.validate_every: 0 is not allowed for distillm; allowed: >= 1 (its "
+                              "adaptive schedule moves only on validation losses)")
+
     def __init__(self, config, ctx):
         super().__init__(config, ctx)
-        if getattr(ctx, "validate_every", None) == 0:
+        if ctx.validate_every == 0:
             raise ConfigError("distill.validate_every: 0 is not allowed for distillm; allowed: >= 1 (its "
                               "adaptive schedule moves only on validation losses)")
-        self.total_steps = config.schedule_steps or getattr(ctx, "total_steps", None)
+        self.total_steps = config.schedule_steps or ctx.total_steps
         if not self.total_steps:
             raise ConfigError("schedule_steps: distillm needs the run's step count for its fresh-generation decay; "
                               "set schedule_steps to the run's distill.steps")

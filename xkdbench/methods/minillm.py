@@ -101,27 +101,29 @@ class MiniLLM(Method):
     stabilisers: teacher-mixed sampling with a per-token importance weight, the single-step term
     differentiated exactly, and length-normalised returns; PPO ratio clipping over `ppo_epochs` steps.
 
-    Per rollout (one micro-batch): y ~ pi_mix token by token (KV caches, no gradient; the experiment's
-    sampling temperature, 1 by default as in the paper), then q_old, p, pi_mix, w_t, r_t and the return
-    are stored. The loss terms per token (the core takes the token mean):
+    Per rollout (one micro-batch): y ~ pi_mix token by token (KV caches, no gradient; at the experiment's
+    sampling temperature, 1 by default as in the paper, which w_t then also corrects; its top_p is not
+    applied), then q_old, p, pi_mix, w_t, r_t and the return are stored. Loss terms per token:
       pg           paper: w_t * max(-R_t rho_t, -R_t clip(rho_t, 1 - eps, 1 + eps)), rho_t = q_theta / q_old
                    code:  max(-A_t w_t rho_t, -A_t clip(w_t rho_t, 1 - eps, 1 + eps))  (LMOps clips the
                           product w_t rho_t = q_theta / pi_mix)
       single_step  paper: w_t * RKL_t, the exact per-token reverse KL over the vocabulary (its gradient is
                    the paper's single-step part, not estimated); code: RKL_t (LMOps weights it by nothing).
     Return: paper R_t = mean of the rewards after t (see `paper_returns`); code: discounted (gamma 0.95)
-    return including r_t, divided by the tokens left, whitened over the micro-batch (`code_advantages`).
+    return including r_t, divided by the tokens left, whitened over the rollout micro-batch (LMOps: over
+    the rollout mini-batch of the update) (`code_advantages`).
 
     Deviations and reconstructed choices:
     - The paper writes R^Norm_{t+1} = 1/(T - t - 1) sum_{t'=t+1}^T r_t'; the normaliser here is the number
       of terms summed (L - t), and R_L = 0 for the last token.
-    - w_t is not clipped on its own (neither the paper nor LMOps does): it is bounded by 1/(1 - alpha)
-      anyway, since pi_mix >= (1 - alpha) q_old; clipping acts on rho_t (paper) or w_t rho_t (code).
+    - RECONSTRUCTED (the paper's clipped objective was not at hand): the paper form keeps w_t as a fixed
+      weight outside PPO's clip of rho_t; w_t itself is not clipped (LMOps neither): at temperature 1 it
+      is at most 1/(1 - alpha), as pi_mix >= (1 - alpha) q_old.
     - Rollouts are per micro-batch and reused for `ppo_epochs` consecutive optimiser steps (LMOps shuffles
       a store of 256 rollouts into mini-batches): the loader's examples of the reused steps are not read,
       so within the shared step budget MiniLLM sees 1/ppo_epochs of the prompts the others see.
-    - LMOps' reward scaling (0.5) and reward clipping (100) are left out: whitening undoes the scale and
-      the clip never binds at these lengths; its whitening counts padding, ours target tokens only.
+    - LMOps' reward scaling (0.5) and reward clipping (100) are left out: whitening undoes the scale, the
+      clip binds only past 50 nats; its whitening also counts padding, ours target tokens only.
     - The pre-training-corpus term L_PT is not available (lm_loss_weight must be 0).
     - The student runs without dropout in this method's forwards (LMOps sets eval mode for RL), so
       rho_t = 1 exactly in a rollout's first step.

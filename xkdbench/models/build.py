@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
 
+from xkdbench.errors import ConfigError
 from xkdbench.models.seq2seq import FAMILIES, Seq2SeqLM, load_model
 
 
@@ -30,12 +31,12 @@ class ModelSpec:
         if self.pretrained:
             return
         if self.family not in FAMILIES:
-            raise ValueError(f"{field}.family: unknown model family {self.family!r}; allowed: {', '.join(FAMILIES)}")
+            raise ConfigError(f"{field}.family: unknown model family {self.family!r}; allowed: {', '.join(FAMILIES)}")
         for name in ("d_model", "n_layers", "n_heads", "d_ff", "max_positions"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{field}.{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{field}.{name} must be >= 1, got {getattr(self, name)}")
         if self.d_model % self.n_heads:
-            raise ValueError(f"{field}.d_model ({self.d_model}) must be divisible by {field}.n_heads ({self.n_heads})")
+            raise ConfigError(f"{field}.d_model ({self.d_model}) must be divisible by {field}.n_heads ({self.n_heads})")
 
 
 def build_model(spec: ModelSpec, tokenizer, *, seed: int) -> Seq2SeqLM:

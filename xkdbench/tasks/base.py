@@ -228,6 +228,8 @@ class Task:
             data = self._generate_all()
         else:
             data = self._load_hf()
+        if self._options["data_dir"] is None:
+            self._cache.update(data)
         sizes = {}
         for split in SPLITS:
             write_jsonl(data_dir / f"{split}.jsonl", data[split])

@@ -2,38 +2,47 @@
 
 Embedded generator
 ------------------
-Every document is about one *event* with six key facts: the main actor (a first name), the action
-(a verb), a quantity, an object, a place (a town) and a day. The document's first sentence (the lead)
-names the main actor and no one else; the key facts then come in one to three sentences that each
-name the main actor, shuffled among distractor sentences about other people (with their own actions,
-quantities, objects, places and days). The reference summary is ONE sentence stating the six key facts,
-drawn from a small grammar with paraphrase choices:
+Every document is about one *event* with seven key facts: the main actor (a first name), the action
+(a verb), a quantity, an object, a recipient ("for the school"), a place (a town) and a day. The
+document's first sentence (the lead) names the main actor and no one else; depending on the level it
+states the whole event, all of it but the day and place, or only the name. The remaining key facts
+come in sentences that each name the main actor, shuffled among distractor sentences about other
+people (with their own actions, quantities, objects, recipients, places and days). The reference
+summary is ONE sentence stating the seven key facts, drawn from a small grammar with paraphrase
+choices:
 
 - 6 sentence templates (4 active word orders, 2 passive), with fixed probabilities;
-- an optional "a total of" before the quantity in active sentences (p = 0.2);
-- verb synonyms with fixed probabilities (bought 0.6 / purchased 0.4, fixed 0.4 / repaired 0.6, ...).
+- an optional "a total of" before the quantity in active sentences (p = 0.2) and an optional "local"
+  before the recipient (p = 0.25);
+- verb synonyms with fixed probabilities (bought 0.6 / purchased 0.4, repaired 0.6 / fixed 0.4, ...),
+  drawn independently for the document and the summary.
 
-So an input has 10 to 20 valid summaries (``count_valid_summaries``).
+So an input has 20 or 40 valid summaries (``count_valid_summaries``).
 
 Difficulty levels (``difficulty`` option, 0..3):
 
-- 0: the event in one sentence, 1 distractor event sentence, quantities 2-9. (~30 words)
-- 1: the event split over 2 sentences (day+place; action), 2 distractor events, quantities 2-20.
-- 2: the event split over 3 sentences (day; place; action), 3 distractors (full or partial events,
-  often sharing one value with the main event), quantities 2-99.
-- 3: as 2 with 4 distractors and one negated sentence about the main actor ("Anna did not go to
-  Upton.") whose value must NOT be reported. (~75 words)
+- 0: the lead states the whole event; two filler sentences without facts; no distractors;
+  quantities 2-9. Summarising is paraphrasing the lead. (~24 words)
+- 1: the lead states the whole event; two distractor events about other people; quantities 2-20.
+  (~35 words)
+- 2: the lead states all but the day and place, which come in a later sentence naming the actor;
+  three distractor events, sometimes sharing a value with the main event; quantities 2-99. (~47 words)
+- 3: the lead only names the actor; the facts come in three later sentences (day; place; action),
+  among three distractors (full or partial events, often sharing a value with the main event) and one
+  negated sentence about the main actor ("Anna did not go to Upton.") whose value must NOT be
+  reported. (~60 words)
 
 Oracle
 ------
 The key facts are parsed back from the record's reference summary (the grammar is unambiguous). An
 output is read the same way when it is a sentence of the summary grammar; otherwise every lexicon
-word in it is collected (names, verbs, numbers, objects, towns, days). Then
+word in it is collected (names, verbs, numbers, objects, recipients, towns, days). Then
 
-    oracle = max(0, correct - wrong) / 6  x  (1 if the output is a grammar sentence else 0.9)
+    oracle = max(0, correct - wrong) / 7  x  (1 if the output is a grammar sentence else 0.9)
 
 where ``correct`` counts key facts stated and ``wrong`` counts stated values that are not key facts
-(a distractor's town, a wrong number, a second name, ...). Every valid summary scores 1.0.
+(a distractor's town, a wrong number, a second name, ...). Every valid summary scores 1.0; one wrong
+fact in a well-formed sentence gives 5/7, a missing one 6/7 x 0.9.
 """
 from __future__ import annotations
 
@@ -130,7 +139,7 @@ ACTION_ONLY = ("{A} {V} {N} {O} for the {R}.", "During the trip, {A} {V} {N} {O}
 DAY_ONLY = ("On {D}, {A} left home early.", "{A} got up early on {D}.", "{D} was a long day for {A}.")
 PLACE_ONLY = ("{A} went to {P}.", "{A} traveled to {P}.", "{A} arrived in {P}.")
 NEGATED = {
-    "P": ("{A} did not go to {P}.", "{A} never made it to {P}."),
+    "P": ("{A} did not go to {P}.", "{A} never got to {P}."),
     "O": ("{A} did not {B} any {O}.",),
     "D": ("{A} stayed at home on {D}.",),
     "R": ("{A} did nothing for the {R}.",),
@@ -138,14 +147,19 @@ NEGATED = {
 
 PARTIAL_LEADS = ("{A} {V} {N} {O} for the {R}.", "This week, {A} {V} {N} {O} for the {R}.")
 
+FILLERS = ("The weather was warm.", "Many people came to watch.", "It was a good week for the town.",
+           "Everyone was in a good mood.", "The streets were busy.", "Nobody had expected it.",
+           "The town paper wrote about it.", "It rained a little in the morning.")
+
 LEVELS = {
     # lead: what the first sentence states (the whole event / all but day and place / only the name);
-    # distractors: sentences about other people; share: chance that a distractor shares one value with
-    # the main event; negated: a main-actor sentence with a value that is NOT a key fact
-    0: dict(lead="event", distractors=1, max_qty=9, share=0.0, negated=False),
-    1: dict(lead="partial", distractors=2, max_qty=20, share=0.0, negated=False),
-    2: dict(lead="name", distractors=3, max_qty=99, share=0.6, negated=False),
-    3: dict(lead="name", distractors=4, max_qty=99, share=0.6, negated=True),
+    # distractors: sentences about other people; fillers: sentences without facts; share: chance that a
+    # distractor shares one value with the main event; negated: a main-actor sentence with a value that
+    # is NOT a key fact
+    0: dict(lead="event", distractors=0, fillers=2, max_qty=9, share=0.0, negated=False),
+    1: dict(lead="event", distractors=2, fillers=0, max_qty=20, share=0.0, negated=False),
+    2: dict(lead="partial", distractors=3, fillers=0, max_qty=99, share=0.3, negated=False),
+    3: dict(lead="name", distractors=3, fillers=0, max_qty=99, share=0.6, negated=True),
 }
 SLOTS = ("A", "V", "N", "O", "R", "P", "D")
 
@@ -275,6 +289,7 @@ class SummaryGenerator:
             recipient = rng.choice([r for r in RECIPIENTS if r != main.recipient])
             wrong = Event(main.actor, main.action, main.quantity, obj, recipient, place, day)
             body.append(self._fill(rng.choice(NEGATED[slot]), wrong, ""))
+        body.extend(rng.sample(FILLERS, self.level["fillers"]))
         rng.shuffle(body)
         return main, " ".join([lead] + body)
 
