@@ -285,6 +285,25 @@ def _reward_diagnostic(args, cfg, task, examples, model, reward_fn, records, dev
                                      max_target_tokens=task_cfg.max_target_tokens)
 
 
+def cmd_lm_eval(args) -> None:
+    from xkdbench.evaluation.lm_eval_export import export_task, run_lm_eval
+    from xkdbench.models import load_model
+
+    cfg = load_config(args.config)
+    task_cfg = cfg.task(args.task)
+    task = _task(cfg, args.task, args.data)
+    device, _ = _runtime(cfg, args.threads)
+    model = load_model(_existing(args.checkpoint, "--checkpoint"))
+    examples = list(task.load(cfg.evaluation.split))[: cfg.evaluation.limit]
+    out = Path(args.out)
+    name = export_task(task, model, examples, out / "lm_eval_task", max_new_tokens=task_cfg.max_target_tokens)
+    scores = run_lm_eval(args.checkpoint, out / "lm_eval_task", name, family=model.family,
+                         batch_size=cfg.evaluation.batch_size, device=str(device))
+    write_jsonl(out / "lm_eval_outputs.jsonl", ({"index": i, "output": r} for i, r in enumerate(scores.pop("responses"))))
+    write_json(out / "lm_eval_metrics.json", {"task": args.task, "checkpoint": str(args.checkpoint), **scores})
+    print(f"lm-eval: {args.task} " + " ".join(f"{k}={v:.4g}" for k, v in scores.items()) + f" -> {out}")
+
+
 def cmd_report(args) -> None:
     from xkdbench.reporting import build_report
 
@@ -342,6 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
         "config", "task", "method", "fraction", "seed", "data", "teacher", "student", "teacher_outputs", "out", "threads")
     add("evaluate", cmd_evaluate, "evaluate a checkpoint: greedy + sampled outputs, metrics.json",
         "config", "task", "data", "checkpoint", "reward_teacher", "seed", "out", "threads")
+    add("lm-eval", cmd_lm_eval, "export the task for lm-eval and score a checkpoint with lm_eval.simple_evaluate",
+        "config", "task", "data", "checkpoint", "out", "threads")
     add("report", cmd_report, "aggregate a study's results into tables and figures", "config", "results", "out")
     return parser
 

@@ -15,8 +15,13 @@ from xkdbench.config import check_choice
 from xkdbench.methods.base import Paper, register
 from xkdbench.methods.gkd import GKD, GKDConfig
 from xkdbench.methods.seqkd import SeqKD, SeqKDConfig
-from xkdbench.methods.xkd_reward import (HEAD_NAME, AVRILSettings, avril_regulariser, load_learned_reward,
-                                         reward_head_for)
+from xkdbench.methods.xkd_reward import (
+    HEAD_NAME,
+    AVRILSettings,
+    avril_regulariser,
+    load_learned_reward,
+    reward_head_for,
+)
 from xkdbench.models.batch import Batch
 
 PAPER = Paper("X-KD: General Experiential Knowledge Distillation for Large Language Models", "2602.12674")

@@ -6,18 +6,24 @@ transitions (s, a, s', a')
 with a reward encoder giving (mu, log sigma) per state (its default `state_only=True`), prior N(0, 1),
 a' the next action of the data, no target network. Its code has no discount (gamma = 1) and weights
 both reward terms by 1. X-KD (Cai & Yuan, arXiv 2602.12674) uses AVRIL for distillation; the exact
-loss is not public. RECONSTRUCTED here (each choice has a switch in `AVRILSettings`):
-  - the policy term is the base method's loss (SeqKD NLL or a GKD divergence), not AVRIL's own;
-  - the reward encoder is a linear head on the student's last decoder hidden state h_t (the state
-    s_t = (x, y_<t)), and Q comes from the student's own logits through `q_map`;
-  - the regulariser is a per-token term averaged over target tokens by the core like the base loss.
+loss is not public. RECONSTRUCTED here (switch in brackets where there is one):
+  - the policy term is the base method's loss (SeqKD NLL or a GKD divergence), not AVRIL's own
+    (equal to it for SeqKD with q_map `logit`);
+  - Q(s_t, y_t) comes from the student's own logits [q_map, ava_alpha], along the training sequence,
+    the last transition dropped, no target network [discount, reward_likelihood_weight, kl_weight];
+  - the reward encoder is a linear head H -> 2 on the student's last decoder hidden state h_t, i.e.
+    on the state s_t = (x, y_<t): a state-only reward as AVRIL's default (AVRIL: a 2-layer MLP on the
+    state); it reads h_t without gradient by default [detach_reward_features];
+  - log sigma is clamped to [-5, 5]; the head starts at the prior (mu = 0, sigma = 1, zero init);
+  - R is a per-token term averaged over target tokens by the core, like the base loss;
+  - the learned reward of an output is the sum of mu_t over its valid tokens.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +53,10 @@ class AVRILSettings:
       logits), `logprob` (log q(y_t|s_t)), `ava` (log_softmax(ava_alpha * logits)[y_t], the bounded
       mapping of the authors' AVA paper, arXiv 2411.09341).
     ava_alpha: alpha of the `ava` mapping (its value is not public; at 1 `ava` equals `logprob`).
+    Defaults: lambda 0.1, gamma 1, q_map `logit` trained stably on tiny models of both families
+      (RECONSTRUCTED choices). Keep lambda below kl_weight: with residuals fit exactly, the optimal
+      sigma^2 is 1 - lambda / kl_weight, so lambda >= kl_weight drives sigma to its clamp and
+      multiplies the TD gradient by up to e^10.
     detach_reward_features: RECONSTRUCTED. True: the head reads h_t without gradient, so the reward
       terms train the student only through Q and the head only through (mu, sigma), like AVRIL's
       separate encoder and Q-network. False: they also shape the student's features through h_t.
