@@ -47,7 +47,7 @@ def test_summary_oracle_partial_credit_and_penalties():
     for wrong in ("Anna bought 6 apples for the school in Upton on Monday.",
                   "Ben bought 5 apples for the school in Upton on Monday.",
                   "Anna sold 5 apples for the school in Upton on Monday.",
-                  "Anna bought 5 pears for the school in Upton on Monday.",
+                  "Anna bought 5 cups for the school in Upton on Monday.",
                   "Anna bought 5 apples for the zoo in Upton on Monday.",
                   "Anna bought 5 apples for the school in Harlow on Monday.",
                   "Anna bought 5 apples for the school in Upton on Friday."):
@@ -59,7 +59,7 @@ def test_summary_oracle_partial_credit_and_penalties():
     assert extra["oracle"] == pytest.approx(6 / 7 * 0.9) and extra["wrong_facts"] == 1.0
     # two wrong facts are worse than one; nothing right is 0
     assert summary_oracle(gold, "Ben bought 6 apples for the school in Upton on Monday.")["oracle"] == pytest.approx(3 / 7)
-    assert summary_oracle(gold, "Ben sold 7 pears for the zoo in Harlow on Friday.")["oracle"] == 0.0
+    assert summary_oracle(gold, "Ben sold 7 cups for the zoo in Harlow on Friday.")["oracle"] == 0.0
     assert summary_oracle(gold, "")["oracle"] == 0.0
     assert summary_oracle(gold, "the the the")["oracle"] == 0.0
     assert len(all_summaries(event)) == 40

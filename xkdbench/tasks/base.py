@@ -15,7 +15,11 @@ translation{de,en}; GSM8K: question/answer), so nothing downstream can tell the 
 Splits (``SPLITS``): ``train`` (the distillation pool), ``warmup`` (a small labelled split for the
 student's SFT initialisation), ``validation`` and ``test``. ``load("train", fraction=f)`` returns the
 first ``ceil(f * N)`` records of the train pool, which is stored in a fixed seeded random order, so a
-smaller fraction is always a prefix (a subset) of a larger one.
+smaller fraction is always a prefix (a subset) of a larger one. (Embedded records are independent draws,
+record i from its own RNG seeded with the string "xkdbench/{task}/d{difficulty}/s{seed}/{split}/{i}/
+{attempt}", so the generation order already is a seeded random order; hf train pools are shuffled.)
+Embedded splits are disjoint by construction: they are generated test, validation, warmup, train, and a
+record whose input already occurred is redrawn (attempt + 1).
 
 ``prepare(data_dir)`` writes every split to ``data_dir/{split}.jsonl`` plus ``data_dir/task.json``;
 a task built with the option ``data_dir`` then reads those files, whatever its source.

@@ -54,30 +54,23 @@ from dataclasses import dataclass
 from xkdbench.tasks import metrics
 from xkdbench.tasks.base import Task
 
-NAMES = (
-    "Anna", "Ben", "Carl", "Dana", "Eric", "Fiona", "Greg", "Hana", "Ivan", "Jane", "Kurt", "Lisa", "Mark",
-    "Nora", "Omar", "Paul", "Rita", "Sam", "Tom", "Uma", "Vera", "Walt", "Yara", "Zoe", "Alan", "Beth",
-    "Chen", "Dora", "Emil", "Finn", "Gina", "Hugo", "Iris", "Jack", "Kim", "Leo", "Mia", "Ned", "Olga", "Pete",
-)
-PLACES = (
-    "Ashford", "Brookside", "Cedarville", "Dunmore", "Eastwick", "Fairview", "Glenwood", "Harlow",
-    "Ironbridge", "Kingsley", "Lakeside", "Millbrook", "Northfield", "Oakridge", "Pinehurst", "Queensbury",
-    "Riverton", "Stonebury", "Thornbury", "Upton", "Westfield", "Willowdale", "Yarmouth", "Zelford",
-)
+# Small closed lexicons: a tiny model learns to copy each value in a few thousand steps.
+NAMES = ("Anna", "Ben", "Carl", "Dana", "Eric", "Fiona", "Greg", "Hana", "Ivan", "Jane", "Kurt", "Lisa", "Mark",
+         "Nora", "Omar", "Paul")
+PLACES = ("Ashford", "Brookside", "Dunmore", "Fairview", "Harlow", "Kingsley", "Lakeside", "Millbrook", "Oakridge",
+          "Riverton", "Upton", "Westfield")
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-RECIPIENTS = ("school", "library", "hospital", "church", "museum", "zoo", "bakery", "hotel", "farm", "theater",
-              "harbor", "park", "market", "club", "clinic")
+RECIPIENTS = ("school", "library", "hospital", "church", "museum", "zoo", "hotel", "farm")
 
-GOODS = ("apples", "books", "lamps", "chairs", "tables", "bikes", "boxes", "baskets", "candles", "clocks",
-         "kites", "hats", "shirts", "bottles", "cups", "pears", "plates", "rugs")
-BAKED = ("cakes", "pies", "loaves", "cookies", "muffins")
-WOODEN = ("chairs", "tables", "boxes", "kites", "fences", "boats", "benches", "shelves")
-FIXABLE = ("lamps", "chairs", "tables", "bikes", "clocks", "boats", "fences", "radios", "benches")
-PLANTS = ("trees", "roses", "tulips", "bushes")
+GOODS = ("apples", "books", "lamps", "chairs", "bikes", "boxes", "candles", "hats", "cups")
+BAKED = ("cakes", "pies", "cookies")
+WOODEN = ("chairs", "tables", "boxes", "fences", "boats")
+FIXABLE = ("lamps", "chairs", "bikes", "clocks", "boats", "fences")
+PLANTS = ("trees", "roses")
 OBJECTS = tuple(sorted(set(GOODS + BAKED + WOODEN + FIXABLE + PLANTS)))
 # singular forms, so that an output with "apple" is still read as the object "apples"
-SINGULAR = {o: (o[:-3] + "f" if o.endswith("ves") and o != "shelves" else o[:-1]) for o in OBJECTS}
-SINGULAR.update({"boxes": "box", "benches": "bench", "bushes": "bush", "shelves": "shelf", "loaves": "loaf"})
+SINGULAR = {o: o[:-1] for o in OBJECTS}
+SINGULAR["boxes"] = "box"
 
 
 @dataclass(frozen=True)
