@@ -43,7 +43,8 @@ def reference_regulariser(logits, target_ids, mu, log_sigma, mask, s: AVRILSetti
             q_next = reference_q(logits, b, t + 1, int(target_ids[b, t + 1]), s.q_map, s.ava_alpha)
             m, sd = mu[b, t].double(), log_sigma[b, t].double().exp()
             kl = 0.5 * (m ** 2 + sd ** 2 - 1) - torch.log(sd)  # KL(N(m, sd^2) || N(0, 1)), closed form
-            log_density = torch.distributions.Normal(m, sd).log_prob(torch.tensor(q - s.discount * q_next, dtype=torch.float64))
+            delta = torch.tensor(q - s.discount * q_next, dtype=torch.float64)
+            log_density = torch.distributions.Normal(m, sd).log_prob(delta)
             out[b, t] = s.kl_weight * kl - s.reward_likelihood_weight * log_density
     return out
 
@@ -143,6 +144,9 @@ def test_switched_off_it_is_its_base_method_exactly(tokenizer, family, toy_data,
     for name in gb:
         assert torch.equal(gx[name], gb[name]), name
     assert all(p.grad is None for p in x.reward_head.parameters())
+    per_token_x, per_token_b = x.loss(batch), b.loss(batch)  # the (B, T) terms themselves
+    assert per_token_x.keys() == per_token_b.keys()
+    assert all(torch.equal(per_token_x[k], per_token_b[k]) for k in per_token_b)
 
 
 @pytest.mark.parametrize("method,settings", [("xkd_seq", {}), ("xkd_div", {"student_data_fraction": 1.0})])
@@ -174,7 +178,8 @@ def test_gold_regulariser_is_a_gold_token_mean_independent_of_accumulation(token
             for e in examples:
                 logits, hidden = impl.ctx.student.target_logits(e.gold, with_hidden=True)
                 mu, log_sigma = impl.reward_head(hidden)
-                gold_sum += avril_regulariser(logits, e.gold.target_ids, mu, log_sigma, e.gold.target_mask, impl.config).sum()
+                r = avril_regulariser(logits, e.gold.target_ids, mu, log_sigma, e.gold.target_mask, impl.config)
+                gold_sum += r.sum()
         tokens, totals = backward_step(impl, micro)
         assert tokens == n_div
         torch.testing.assert_close(totals["avril"] / tokens, gold_sum / n_gold)
@@ -193,7 +198,8 @@ def run(tokenizer, family, data, out, method, settings, *, stop_after=None, **tr
     cfg = TrainingConfig(**{"steps": 4, "batch_size": 8, "lr": 1e-2, "warmup_steps": 1, "log_every": 1,
                             "checkpoint_every": 100, **training})
     setup = TrainSetup(METHODS.get(method), method_config(method, settings), student, data, cfg, 0, CPU,
-                       teacher=tiny_model(tokenizer, family, seed=2, width=48), sampling=SamplingConfig(), max_new_tokens=8)
+                       teacher=tiny_model(tokenizer, family, seed=2, width=48), sampling=SamplingConfig(),
+                       max_new_tokens=8)
     return student, train(setup, out, stop_after=stop_after)
 
 
@@ -228,7 +234,8 @@ def test_no_learned_reward_when_the_regulariser_is_off(tmp_path):
     assert METHODS.get("xkd_seq").learned_reward(tmp_path, method_config("xkd_seq", OFF), None) is None
 
 
-@pytest.mark.parametrize("settings", [{"student_data_fraction": 0.5}, {"student_data_fraction": 0.5, "regulariser_on": "gold"}])
+@pytest.mark.parametrize("settings", [{"student_data_fraction": 0.5},
+                                      {"student_data_fraction": 0.5, "regulariser_on": "gold"}])
 def test_resume_equals_uninterrupted(tmp_path, tokenizer, family, toy_data, settings):
     full, _ = run(tokenizer, family, toy_data, tmp_path / "full", "xkd_div", settings, steps=5)
     run(tokenizer, family, toy_data, tmp_path / "cut", "xkd_div", settings, steps=5, stop_after=2)

@@ -57,7 +57,10 @@ class Method:
         self.ctx = ctx
 
     def sequences(self, examples: TrainExamples, step: int) -> Batch:
-        """Data-source hook: the batch to train on this micro-step (default: the gold one)."""
+        """Data-source hook: the batch to train on this micro-step (default: the gold one).
+
+        The core builds every micro-batch of an optimiser step before computing any loss of that
+        step, so a method may count tokens across the step here (X-KD's gold-sequence option does)."""
         return examples.gold
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
