@@ -219,31 +219,41 @@ def cmd_distill(args) -> None:
         teacher_outputs = [cached[p] for p in prompts]
     _train(args, cfg, section="distill", method_key=entry.method, settings=entry.settings, student=student,
            split="train", fraction=args.fraction, teacher=teacher, teacher_outputs=teacher_outputs)
+    if args.evaluate:  # in the same process: a cell is one job (one interpreter start, not two)
+        sampled = cfg.evaluation.sampled_fractions
+        with_samples = sampled is None or any(abs(args.fraction - f) < 1e-9 for f in sampled)
+        _evaluate_checkpoint(args, cfg, Path(args.out) / "model", Path(args.out) / "eval", with_samples=with_samples)
 
 
 def cmd_evaluate(args) -> None:
+    cfg = load_config(args.config)
+    _evaluate_checkpoint(args, cfg, Path(args.checkpoint), Path(args.out), with_samples=True)
+
+
+def _evaluate_checkpoint(args, cfg: ExperimentConfig, checkpoint: Path, out: Path, *, with_samples: bool) -> None:
+    import dataclasses
+
+    import torch
+
     from xkdbench.evaluation import evaluate
     from xkdbench.models import load_model
 
-    cfg = load_config(args.config)
     task_cfg = cfg.task(args.task)
     task = _task(cfg, args.task, args.data)
     device, bf16 = _runtime(cfg, args.threads)
-    model = load_model(_existing(args.checkpoint, "--checkpoint"))
+    model = load_model(_existing(str(checkpoint), "--checkpoint"))
     model.model.to(device)
     examples = list(task.load(cfg.evaluation.split))
     if cfg.evaluation.limit:
         examples = examples[: cfg.evaluation.limit]
-    import torch
-
+    evaluation = cfg.evaluation if with_samples else dataclasses.replace(cfg.evaluation, samples_per_input=0)
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else None
-    metrics, records = evaluate(model, task, examples, cfg.evaluation, max_prompt_tokens=task_cfg.max_prompt_tokens,
+    metrics, records = evaluate(model, task, examples, evaluation, max_prompt_tokens=task_cfg.max_prompt_tokens,
                                 max_new_tokens=task_cfg.max_target_tokens, seed=args.seed, autocast=autocast)
-    reward_fn = _learned_reward(Path(args.checkpoint), model)
+    reward_fn = _learned_reward(checkpoint, model)
     if reward_fn is not None and task.has_oracle:
         metrics["learned_reward"] = _reward_diagnostic(args, cfg, task, examples, model, reward_fn, records, device)
-    out = Path(args.out)
-    metrics.update(task=args.task, checkpoint=str(args.checkpoint), seed=args.seed)
+    metrics.update(task=args.task, checkpoint=str(checkpoint), seed=args.seed)
     _run_info(out, cfg, args, seed=args.seed)
     write_jsonl(out / "outputs.jsonl", records)
     write_json(out / "metrics.json", metrics)  # written last: its presence means the evaluation finished
@@ -327,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
             "data": (["--data"], dict(required=True, help="prepared data directory (from prepare-data)")),
             "tokenizer": (["--tokenizer"], dict(required=True, help="tokenizer directory (from train-tokenizer)")),
             "teacher": (["--teacher"], dict(required=True, help="teacher checkpoint directory")),
-            "reward_teacher": (["--teacher"], dict(default=None, help="teacher checkpoint, for the learned-reward "
+            "teacher_optional": (["--teacher"], dict(default=None, help="teacher checkpoint, for the learned-reward "
                                                    "diagnostic on teacher samples (methods that learn a reward)")),
             "student": (["--student"], dict(required=True, help="initial student checkpoint directory")),
             "method": (["--method"], dict(required=True, help="method variant name from the config's methods")),
@@ -338,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
             "out": (["--out"], dict(required=True, help="output path")),
             "threads": (["--threads"], dict(type=int, default=None, help="CPU threads for torch")),
             "results": (["--results"], dict(required=True, help="the study's results directory")),
+            "evaluate": (["--evaluate"], dict(action="store_true", help="then evaluate the distilled student "
+                                              "into OUT/eval (sampling only at evaluation.sampled_fractions)")),
             "json": (["--json"], dict(action="store_true", help="print the plan as JSON")),
         }
         for option in options:
@@ -358,9 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("init-student", cmd_init_student, "initialise a student by SFT on the warmup split",
         "config", "task", "data", "tokenizer", "seed", "out", "threads")
     add("distill", cmd_distill, "distil one cell (task x method x fraction x seed)",
-        "config", "task", "method", "fraction", "seed", "data", "teacher", "student", "teacher_outputs", "out", "threads")
+        "config", "task", "method", "fraction", "seed", "data", "teacher", "student", "teacher_outputs", "out", "threads",
+        "evaluate")
     add("evaluate", cmd_evaluate, "evaluate a checkpoint: greedy + sampled outputs, metrics.json",
-        "config", "task", "data", "checkpoint", "reward_teacher", "seed", "out", "threads")
+        "config", "task", "data", "checkpoint", "teacher_optional", "seed", "out", "threads")
     add("lm-eval", cmd_lm_eval, "export the task for lm-eval and score a checkpoint with lm_eval.simple_evaluate",
         "config", "task", "data", "checkpoint", "out", "threads")
     add("report", cmd_report, "aggregate a study's results into tables and figures", "config", "results", "out")

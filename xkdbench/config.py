@@ -158,6 +158,8 @@ class EvaluationConfig:
     sampling_temperatures: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0, 1.25])
     split: str = "test"
     limit: int | None = None  # evaluate the first `limit` inputs only (None: all)
+    # data fractions whose cells also get the sampled outputs (diversity study); None: every fraction
+    sampled_fractions: list[float] | None = None
 
     def validate(self, where: str) -> None:
         check_range(f"{where}.batch_size", self.batch_size, 1)

@@ -70,7 +70,7 @@ def test_smoke_study_end_to_end_and_interrupted_rerun(tmp_path):
     shutil.rmtree(cell)
     out = subprocess.run(cmd + ["-n"], cwd=work, env=OFFLINE, capture_output=True, text=True)
     plan = out.stdout
-    assert "distill" in plan and "evaluate_cell" in plan and "train_teacher" not in plan, plan[-3000:]
+    assert "distill" in plan and "report" in plan and "train_teacher" not in plan, plan[-3000:]
     out = subprocess.run(cmd, cwd=work, env=OFFLINE, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     assert (cell / "eval" / "metrics.json").exists()

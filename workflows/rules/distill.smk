@@ -1,4 +1,6 @@
 # One cell: task x method variant x data fraction x seed, from the shared teacher and student init.
+# Distillation and evaluation run in one job: one interpreter start per cell instead of two (a
+# start costs seconds; the default grid has hundreds of cells).
 
 
 def distill_inputs(wildcards):
@@ -20,7 +22,8 @@ rule distill:
     input:
         unpack(distill_inputs),
     output:
-        f"{RESULTS}/cells/{{task}}/{{method}}/f{{fraction}}/seed{{seed}}/train_summary.json",
+        summary=f"{RESULTS}/cells/{{task}}/{{method}}/f{{fraction}}/seed{{seed}}/train_summary.json",
+        metrics=f"{RESULTS}/cells/{{task}}/{{method}}/f{{fraction}}/seed{{seed}}/eval/metrics.json",
     params:
         data=f"{RESULTS}/data/{{task}}",
         student=f"{RESULTS}/student_init/{{task}}/seed{{seed}}/model",
@@ -38,4 +41,4 @@ rule distill:
         "xkdbench distill --config {CFG} --task {wildcards.task} --method {wildcards.method} "
         "--fraction {wildcards.fraction} --seed {wildcards.seed} --data {params.data} "
         "--teacher {params.teacher} --student {params.student} {params.teacher_outputs} "
-        "--threads {threads} --out {params.out} > {log} 2>&1"
+        "--threads {threads} --out {params.out} --evaluate > {log} 2>&1"
