@@ -14,8 +14,13 @@ from tests.tasks.conftest import SMALL, TASKS, sha256_of_dir
 from xkdbench.tasks import SPLITS, get_task
 from xkdbench.tasks.reasoning import ReasoningGenerator, count_valid_answers, render_answer
 from xkdbench.tasks.summarization import SummaryGenerator, count_valid_summaries, parse_event, render_summary
-from xkdbench.tasks.translation import (TranslationGenerator, count_valid_translations, parse_english,
-                                        render_english, render_german)
+from xkdbench.tasks.translation import (
+    TranslationGenerator,
+    count_valid_translations,
+    parse_english,
+    render_english,
+    render_german,
+)
 
 SIZES = {"train": 150, "warmup": 20, "validation": 20, "test": 20}
 REPO = Path(__file__).resolve().parents[2]
@@ -122,7 +127,7 @@ def test_difficulty_lengthens_inputs_and_lengths_stay_bounded(name):
     stats = [_lengths(name, d) for d in range(4)]
     prompt_means = [s[0] for s in stats]
     assert prompt_means == sorted(prompt_means) and prompt_means[3] > 1.5 * prompt_means[0]
-    for mean_prompt, max_prompt, mean_target, max_target in stats:
+    for _, max_prompt, mean_target, max_target in stats:
         assert max_prompt <= 100 and max_target <= 64 and mean_target >= 5
 
 

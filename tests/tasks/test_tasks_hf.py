@@ -40,7 +40,7 @@ def test_splits_mapping_and_schema(name, hf_offline):
     from_train = loaded["warmup"] + loaded["train"] + (loaded["validation"] if name == "reasoning" else [])
     key = json.dumps
     assert sorted(map(key, from_train)) == sorted(map(key, real["train"].to_list()))
-    for split, records in loaded.items():
+    for records in loaded.values():
         for record in records:
             assert list(record) == FIELDS[name]
             if name == "translation":

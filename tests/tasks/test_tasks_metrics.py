@@ -17,7 +17,7 @@ REFERENCES = ["A cat was sitting on the mat.", "A crash closed the road for hour
 
 def test_rouge_equals_rouge_score_with_stemming():
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
-    expected = {k: 100 * sum(scorer.score(r, p)[k].fmeasure for p, r in zip(PREDICTIONS, REFERENCES)) / 4
+    expected = {k: 100 * sum(scorer.score(r, p)[k].fmeasure for p, r in zip(PREDICTIONS, REFERENCES, strict=True)) / 4
                 for k in ("rouge1", "rouge2", "rougeL")}
     assert metrics.rouge(PREDICTIONS, REFERENCES) == pytest.approx(expected)
     # stemming is on: "running dogs ran" vs "the dog runs" shares the stems dog and run
@@ -48,7 +48,7 @@ def test_bleu_and_chrf_equal_sacrebleu():
     task = get_task("translation", source="hf")
     examples = [{"translation": {"de": r, "en": "x"}} for r in refs]
     assert task.score(hyps, examples) == pytest.approx(scores)
-    assert task.example_scores(hyps, examples) == pytest.approx([metrics.sentence_chrf(h, r) for h, r in zip(hyps, refs)])
+    assert task.example_scores(hyps, examples) == pytest.approx([metrics.sentence_chrf(h, r) for h, r in zip(hyps, refs, strict=True)])
 
 
 # -- GSM8K: agreement with lm-eval's own filters and metric ----------------------------------------
@@ -107,12 +107,12 @@ def test_extraction_and_accuracy_equal_lm_eval():
                 for o in OUTPUTS]
         assert ours == extracted, spec["name"]
         lm_correct = [exact_match_hf_evaluate(predictions=[e], references=[r], **metric_kwargs)["exact_match"]
-                      for e, r in zip(extracted, REFERENCE_ANSWERS)]
-        our_correct = [float(metrics.gsm8k_correct(e, r)) for e, r in zip(ours, REFERENCE_ANSWERS)]
+                      for e, r in zip(extracted, REFERENCE_ANSWERS, strict=True)]
+        our_correct = [float(metrics.gsm8k_correct(e, r)) for e, r in zip(ours, REFERENCE_ANSWERS, strict=True)]
         assert our_correct == lm_correct, spec["name"]
     # known values, so this test fails if both sides change together
-    strict = [metrics.gsm8k_correct(metrics.gsm8k_extract_strict(o), r) for o, r in zip(OUTPUTS, REFERENCE_ANSWERS)]
-    flexible = [metrics.gsm8k_correct(metrics.gsm8k_extract_flexible(o), r) for o, r in zip(OUTPUTS, REFERENCE_ANSWERS)]
+    strict = [metrics.gsm8k_correct(metrics.gsm8k_extract_strict(o), r) for o, r in zip(OUTPUTS, REFERENCE_ANSWERS, strict=True)]
+    flexible = [metrics.gsm8k_correct(metrics.gsm8k_extract_flexible(o), r) for o, r in zip(OUTPUTS, REFERENCE_ANSWERS, strict=True)]
     assert strict == [True, True, False, True, False, True, False, False, False, False, True, False, False, True, False]
     assert flexible == [True, True, True, True, True, True, True, False, False, True, False, False, True, True, True]
     assert metrics.gsm8k_extract_strict("nothing") == "[invalid]" and metrics.gsm8k_extract_flexible("") == "[invalid]"

@@ -8,10 +8,26 @@ import pytest
 
 from xkdbench.tasks import OracleUnavailableError, get_task
 from xkdbench.tasks.reasoning import ReasoningGenerator, reasoning_oracle, render_answer
-from xkdbench.tasks.summarization import (DAYS, NAMES, PLACES, Event, SummaryGenerator, all_summaries,
-                                          parse_event, render_summary, summary_oracle)
-from xkdbench.tasks.translation import (NOUNS, TranslationGenerator, all_translations, parse_english,
-                                        render_english, render_german, translation_oracle)
+from xkdbench.tasks.summarization import (
+    DAYS,
+    NAMES,
+    PLACES,
+    Event,
+    SummaryGenerator,
+    all_summaries,
+    parse_event,
+    render_summary,
+    summary_oracle,
+)
+from xkdbench.tasks.translation import (
+    NOUNS,
+    TranslationGenerator,
+    all_translations,
+    parse_english,
+    render_english,
+    render_german,
+    translation_oracle,
+)
 
 
 def _records(name, difficulty, n=40):
@@ -133,6 +149,10 @@ def test_translation_oracle_known_cases():
     for german, what in invalid.items():
         scores[what] = translation_oracle(en, german)["oracle"]
         assert 0.7 < scores[what] < 1.0, (what, scores[what])
+    # meaning errors cost more than form errors
+    assert scores["wrong noun"] < scores["adjective ending"] < scores["verb second"]
+    assert scores["wrong time"] < scores["missing adjective"] < scores["verb second"]
+    assert scores["verb second"] == pytest.approx(0.7 + 0.3 * 0.9)  # all content, one token out of place
     worse = translation_oracle(en, "Gestern hat die Frau ein Buch gesehen.")["oracle"]
     assert worse < min(scores.values())
     assert translation_oracle(en, en)["oracle"] < 0.3

@@ -29,8 +29,9 @@ from __future__ import annotations
 import math
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from xkdbench.io import read_json, read_jsonl, write_json, write_jsonl
 from xkdbench.tasks import metrics
@@ -318,7 +319,7 @@ class Task:
         references = [self.target(ex) for ex in examples]
         result = self._corpus_metrics(list(predictions), references)
         if self.has_oracle:
-            details = [self.oracle_details(ex, out) for ex, out in zip(examples, predictions)]
+            details = [self.oracle_details(ex, out) for ex, out in zip(examples, predictions, strict=True)]
             result["oracle"] = sum(d["oracle"] for d in details) / len(details)
             result.update(self._extra_oracle_metrics(details))
         return result
@@ -330,7 +331,7 @@ class Task:
         """One number per example (for win/tie/lose), on the same scale as the family's corpus metric."""
         examples = list(examples)
         self._check_lengths(predictions, examples)
-        return [self._example_metric(p, self.target(ex)) for p, ex in zip(predictions, examples)]
+        return [self._example_metric(p, self.target(ex)) for p, ex in zip(predictions, examples, strict=True)]
 
     # -- oracle ------------------------------------------------------------------------------------
     def _require_oracle(self) -> None:

@@ -43,7 +43,7 @@ def level_stats(name: str, difficulty: int, n: int = 300) -> dict:
         "target_words": mean(len(t.split()) for t in targets), "target_chars": mean(len(t) for t in targets),
         "max_prompt_words": max(len(p.split()) for p in prompts), "max_target_words": max(len(t.split()) for t in targets),
         "valid_outputs_median": median(counts), "valid_outputs_min": min(counts), "valid_outputs_max": max(counts),
-        "examples": list(zip(prompts, targets)),
+        "examples": list(zip(prompts, targets, strict=True)),
     }
 
 

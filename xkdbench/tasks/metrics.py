@@ -117,8 +117,8 @@ def gsm8k_accuracy(predictions: list[str], references: list[str]) -> dict[str, f
     n = len(predictions)
     if n != len(references):
         raise ValueError(f"got {n} predictions for {len(references)} references")
-    strict = sum(gsm8k_correct(gsm8k_extract_strict(p), r) for p, r in zip(predictions, references))
-    flexible = sum(gsm8k_correct(gsm8k_extract_flexible(p), r) for p, r in zip(predictions, references))
+    strict = sum(gsm8k_correct(gsm8k_extract_strict(p), r) for p, r in zip(predictions, references, strict=True))
+    flexible = sum(gsm8k_correct(gsm8k_extract_flexible(p), r) for p, r in zip(predictions, references, strict=True))
     return {"accuracy_strict": strict / n, "accuracy_flexible": flexible / n}
 
 

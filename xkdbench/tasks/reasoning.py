@@ -11,24 +11,28 @@ Several answers are valid for one question:
 
 - independent steps may come in any order (the cost of apples and of pears, ...);
 - some problems have two solution graphs (pay: (3+4)*8 or 3*8 + 4*8; collecting: add the new
-  stickers first or take away the gift first);
+  stickers first or take away the gift first; sharing: add the gift or subtract what was eaten first);
 - + and * operands may be written in either order (p = 0.3 for the swapped order);
-- every line has 2-3 phrasings.
+- a line shows ``3*4 = <<3*4=12>>12`` or only ``<<3*4=12>>12`` (p = 0.4), as GSM8K lines do;
+- every line has 1-2 phrasings.
 
-``count_valid_answers`` counts them (typically 8 to several hundred).
+``count_valid_answers`` counts them (median 64 at level 0, several thousand at level 3).
 
 Difficulty levels (``difficulty`` option, 0..3):
 
-- 0: 2 steps; counts 2-5 and prices 2-9, single-digit multipliers, every number <= 60.
-- 1: 2 or 3 steps; single-digit multipliers, every number <= 100.
-- 2: 3 steps; two-digit operands, every number <= 200.
-- 3: 4 steps, every number <= 500, plus one irrelevant sentence with a number (a distractor).
+- 0: 2 steps; counts 2-5 and prices 2-9 (single-digit multipliers); every number <= 60.
+  Answers ~43 tokens (under a digit-splitting BPE), 98% within 64.
+- 1: 2 steps; multipliers up to 9; every number <= 100. ~44 tokens, 97% within 64.
+- 2: 3 steps; two-digit operands; every number <= 200. ~66 tokens, up to ~90.
+- 3: 4 steps (3-5 lines), every number <= 500, plus one irrelevant sentence with a number (a
+  distractor) in the question. ~92 tokens, up to ~150: give the model max_target_tokens >= 160.
 
 Oracle
 ------
 ``oracle`` = 1 if the output's final answer (the number after ``#### ``, compared as a number) equals
-the reference answer's, else 0. ``valid_step_fraction`` = the fraction of the output's ``<<a op b=c>>``
-annotations whose arithmetic is right (0 when it has none).
+the reference answer's, else 0 (the brief's definition: the final answer is the score).
+``valid_step_fraction`` = the fraction of the output's ``<<a op b=c>>`` annotations whose arithmetic is
+right (0 when it has none); ``score()`` reports its mean as ``valid_steps``.
 """
 from __future__ import annotations
 
@@ -53,11 +57,12 @@ DISTRACTORS = ("{P}'s {rel} has {x} toy cars.", "The shop is {x} minutes away fr
 
 LEVELS = {
     0: dict(steps=(2,), max_mul=5, max_price=9, limit=60, distractor=False),
-    1: dict(steps=(2, 3), max_mul=9, max_price=9, limit=100, distractor=False),
+    1: dict(steps=(2,), max_mul=9, max_price=9, limit=100, distractor=False),
     2: dict(steps=(3,), max_mul=12, max_price=19, limit=200, distractor=False),
     3: dict(steps=(4,), max_mul=15, max_price=25, limit=500, distractor=True),
 }
 P_SWAP = 0.3
+P_SHORT_CALC = 0.4   # "<<3*4=12>>12" instead of "3*4 = <<3*4=12>>12" (both occur in GSM8K)
 
 
 @dataclass
@@ -131,8 +136,8 @@ def shopping(rng: random.Random, n_steps: int, lv: dict) -> Problem:
     a, b = rng.choice(ITEMS)
     c1, c2 = rng.randint(2, lv["max_mul"]), rng.randint(2, lv["max_mul"])
     p1, p2 = rng.randint(2, lv["max_price"]), rng.randint(2, lv["max_price"])
-    cost1 = Step("cost1", "*", (c1, p1), (f"The {a} cost {{calc}}.", f"{p} pays {{calc}} for the {a}."), True)
-    cost2 = Step("cost2", "*", (c2, p2), (f"The {b} cost {{calc}}.", f"{p} pays {{calc}} for the {b}."), True)
+    cost1 = Step("cost1", "*", (c1, p1), (f"The {a} cost {{calc}}.", f"{p} pays {{calc}} for {a}."), True)
+    cost2 = Step("cost2", "*", (c2, p2), (f"The {b} cost {{calc}}.", f"{p} pays {{calc}} for {b}."), True)
     total = Step("total", "+", ("cost1", "cost2"), (f"In total {p} spends {{calc}}.", "Together they cost {calc}."),
                  True)
     if n_steps == 3:
@@ -161,24 +166,24 @@ def sharing(rng: random.Random, n_steps: int, lv: dict) -> Problem:
     boxes, per_box = rng.randint(2, lv["max_mul"]), rng.randint(2, lv["max_mul"])
     friends = rng.randint(2, 9)
     total = boxes * per_box
-    have = Step("have", "*", (boxes, per_box), (f"{p} has {{calc}} {thing}.", f"There are {{calc}} {thing} in all."))
+    have = Step("have", "*", (boxes, per_box), (f"{p} has {{calc}} {thing}.", f"There are {{calc}} {thing}."))
     intro = f"{p} has {boxes} {box} of {thing} with {per_box} {thing} in each."
     ask = f"{p} shares {{what}} equally among {friends} friends. How many {thing} does each friend get?"
     if n_steps == 2:
         if total % friends:
             raise Retry
         each = Step("each", "/", ("have", friends), (f"Each friend gets {{calc}} {thing}.",
-                                                      f"Every friend gets {{calc}} {thing}."))
+                                                      "Each gets {calc}."))
         return Problem(f"{intro} {ask.format(what='them')}", [Solution([have, each])])
     eaten = (total % friends) or friends
     eaten += friends * rng.randint(0, 2)
     if eaten >= total:
         raise Retry
-    eat = Step("left", "-", ("have", eaten), (f"After eating, {p} has {{calc}} {thing} left.",
+    eat = Step("left", "-", ("have", eaten), (f"{{calc}} {thing} are left.",
                                              f"{p} has {{calc}} {thing} left."))
     if n_steps == 3:
         each = Step("each", "/", ("left", friends), (f"Each friend gets {{calc}} {thing}.",
-                                                      f"Every friend gets {{calc}} {thing}."))
+                                                      "Each gets {calc}."))
         question = f"{intro} {p} eats {eaten} of them. {ask.format(what='the rest')}"
         return Problem(question, [Solution([have, eat, each])])
     gift = rng.randint(2, 9) * friends
@@ -186,15 +191,15 @@ def sharing(rng: random.Random, n_steps: int, lv: dict) -> Problem:
                 f"{ask.format(what='all of them')}")
     # two valid orders of the subtraction and the addition
     eat_first = [have, eat, Step("all", "+", ("left", gift), (f"Now {p} has {{calc}} {thing}.",
-                                                              f"With the gift, {p} has {{calc}} {thing}.")),
+                                                              f"Now {p} has {{calc}}.")),
                  Step("each", "/", ("all", friends), (f"Each friend gets {{calc}} {thing}.",
-                                                      f"Every friend gets {{calc}} {thing}."))]
-    gift_first = [have, Step("more", "+", ("have", gift), (f"With the gift, {p} has {{calc}} {thing}.",
-                                                           f"Then {p} has {{calc}} {thing}.")),
-                  Step("left", "-", ("more", eaten), (f"After eating, {p} has {{calc}} {thing} left.",
+                                                      "Each gets {calc}."))]
+    gift_first = [have, Step("more", "+", ("have", gift), (f"Now {p} has {{calc}}.",
+                                                           f"Then {p} has {{calc}}.")),
+                  Step("left", "-", ("more", eaten), (f"{{calc}} {thing} are left.",
                                                       f"{p} has {{calc}} {thing} left.")),
                   Step("each", "/", ("left", friends), (f"Each friend gets {{calc}} {thing}.",
-                                                        f"Every friend gets {{calc}} {thing}."))]
+                                                        "Each gets {calc}."))]
     return Problem(question, [Solution(eat_first, 0.6), Solution(gift_first, 0.4)])
 
 
@@ -202,28 +207,28 @@ def ages(rng: random.Random, n_steps: int, lv: dict) -> Problem:
     p, q = rng.sample(NAMES, 2)
     rel = rng.choice(RELATIVES)
     x, y = rng.randint(3, 12), rng.randint(2, 9)
-    older = Step("q", "+", (x, y), (f"{q} is {{calc}} years old.", f"{p}'s {rel} is {{calc}} years old."))
+    older = Step("q", "+", (x, y), (f"{q} is {{calc}} years old.", f"{q} is {{calc}}."))
     intro = f"{p} is {x} years old. {p}'s {rel} {q} is {y} years older than {p}."
     if n_steps == 2:
         if rng.random() < 0.5:
             m = rng.randint(2, 4)
-            parent = Step("r", "*", ("q", m), (f"Their aunt is {{calc}} years old.", f"The aunt is {{calc}} years old."))
+            parent = Step("r", "*", ("q", m), ("Their aunt is {calc}.", "The aunt is {calc} years old."))
             return Problem(f"{intro} Their aunt is {m} times as old as {q}. How old is their aunt?",
                            [Solution([older, parent])])
-        both = Step("sum", "+", (x, "q"), (f"Together they are {{calc}} years old.", "The sum of their ages is {calc}."))
+        both = Step("sum", "+", (x, "q"), ("Together they are {calc}.", "The sum is {calc}."))
         return Problem(f"{intro} What is the sum of their ages?", [Solution([older, both])])
     m = rng.randint(2, 4)
-    aunt = Step("r", "*", ("q", m), (f"Their aunt is {{calc}} years old.", f"The aunt is {{calc}} years old."))
+    aunt = Step("r", "*", ("q", m), ("Their aunt is {calc}.", "The aunt is {calc} years old."))
     if n_steps == 3:
-        total = Step("sum", "+", (x, "q", "r"), (f"Together they are {{calc}} years old.",
-                                                 "The sum of their ages is {calc}."))
+        total = Step("sum", "+", (x, "q", "r"), ("Together they are {calc}.",
+                                                 "The sum is {calc}."))
         question = f"{intro} Their aunt is {m} times as old as {q}. What is the sum of the ages of all three?"
         return Problem(question, [Solution([older, aunt, total])])
     n = rng.randint(2, 9)
-    later = Step("later", "+", ("r", n), (f"In {n} years the aunt will be {{calc}} years old.",
-                                          f"The aunt will then be {{calc}} years old."))
-    total = Step("sum", "+", (x, "q", "later"), (f"Together they are {{calc}} years old.",
-                                                 "The sum of the three ages is {calc}."))
+    later = Step("later", "+", ("r", n), (f"In {n} years she will be {{calc}}.",
+                                          "The aunt will be {calc}."))
+    total = Step("sum", "+", (x, "q", "later"), ("Together they are {calc}.",
+                                                 "The sum is {calc}."))
     question = (f"{intro} Their aunt is {m} times as old as {q}. What is the sum of {p}'s age, {q}'s age and "
                 f"the age the aunt will have in {n} years?")
     return Problem(question, [Solution([older, aunt, later, total])])
@@ -234,11 +239,11 @@ def pay(rng: random.Random, n_steps: int, lv: dict) -> Problem:
     rate = rng.randint(2, lv["max_price"])
     d1, d2, d3 = rng.sample(DAYS, 3)
     h1, h2, h3 = (rng.randint(2, min(9, lv["max_mul"])) for _ in range(3))
-    earn = (f"{p} earns {{calc}}.", f"In total {p} earns {{calc}}.")
+    earn = (f"{p} earns {{calc}}.", "The pay is {calc}.")
     if n_steps == 2:
         question = f"{p} earns ${rate} per hour. {p} works {h1} hours on {d1} and {h2} hours on {d2}. " \
                    f"How much does {p} earn?"
-        hours = Step("hours", "+", (h1, h2), (f"{p} works {{calc}} hours.", f"That is {{calc}} hours in total."))
+        hours = Step("hours", "+", (h1, h2), (f"{p} works {{calc}} hours.", "That is {calc} hours."))
         by_hours = Solution([hours, Step("pay", "*", ("hours", rate), earn, True)], 0.7)
         by_day = Solution([Step("e1", "*", (h1, rate), (f"On {d1} {p} earns {{calc}}.",), True),
                            Step("e2", "*", (h2, rate), (f"On {d2} {p} earns {{calc}}.",), True),
@@ -248,13 +253,13 @@ def pay(rng: random.Random, n_steps: int, lv: dict) -> Problem:
     if n_steps == 3:
         question = (f"{p} earns ${rate} per hour. {p} works {h1} hours on {d1} and {h2} hours on {d2}, "
                     f"and then spends ${spend} on lunch. How much money does {p} have left?")
-        hours = Step("hours", "+", (h1, h2), (f"{p} works {{calc}} hours.", f"That is {{calc}} hours in total."))
-        left = Step("left", "-", ("pay", spend), (f"{p} has {{calc}} left.", f"After lunch {p} has {{calc}}."), True)
+        hours = Step("hours", "+", (h1, h2), (f"{p} works {{calc}} hours.", "That is {calc} hours."))
+        left = Step("left", "-", ("pay", spend), (f"{p} has {{calc}} left.", "{calc} is left."), True)
         return Problem(question, [Solution([hours, Step("pay", "*", ("hours", rate), earn, True), left])])
     question = (f"{p} earns ${rate} per hour. {p} works {h1} hours on {d1}, {h2} hours on {d2} and {h3} hours "
                 f"on {d3}, and then spends ${spend} on lunch. How much money does {p} have left?")
-    hours = Step("hours", "+", (h1, h2, h3), (f"{p} works {{calc}} hours.", f"That is {{calc}} hours in total."))
-    left = Step("left", "-", ("pay", spend), (f"{p} has {{calc}} left.", f"After lunch {p} has {{calc}}."), True)
+    hours = Step("hours", "+", (h1, h2, h3), (f"{p} works {{calc}} hours.", "That is {calc} hours."))
+    left = Step("left", "-", ("pay", spend), (f"{p} has {{calc}} left.", "{calc} is left."), True)
     by_hours = Solution([hours, Step("pay", "*", ("hours", rate), earn, True), left], 0.7)
     by_day = Solution([Step("e1", "*", (h1, rate), (f"On {d1} {p} earns {{calc}}.",), True),
                        Step("e2", "*", (h2, rate), (f"On {d2} {p} earns {{calc}}.",), True),
@@ -268,53 +273,53 @@ def collecting(rng: random.Random, n_steps: int, lv: dict) -> Problem:
     thing = rng.choice(COLLECTIBLES)
     start, per_day, days = rng.randint(5, lv["limit"] // 3), rng.randint(2, lv["max_mul"]), rng.randint(2, 9)
     new = Step("new", "*", (per_day, days), (f"{p} gets {{calc}} new {thing}.",
-                                             f"In {days} days {p} collects {{calc}} {thing}."))
+                                             f"That is {{calc}} new {thing}."))
     intro = f"{p} has {start} {thing}. Every day {p} gets {per_day} more {thing}, for {days} days."
     ask = f"How many {thing} does {p} have now?"
     if n_steps == 2:
-        now = Step("now", "+", (start, "new"), (f"{p} now has {{calc}} {thing}.", f"That makes {{calc}} {thing}."))
+        now = Step("now", "+", (start, "new"), (f"{p} now has {{calc}} {thing}.", "That makes {calc}."))
         return Problem(f"{intro} {ask}", [Solution([new, now])])
     gift = rng.randint(2, start - 1) if start > 3 else 0
     if not gift:
         raise Retry
     question = f"{intro} Then {p} gives {gift} {thing} to a friend. {ask}"
-    add_first = [new, Step("sum", "+", (start, "new"), (f"{p} has {{calc}} {thing}.", f"That makes {{calc}} {thing}.")),
-                 Step("now", "-", ("sum", gift), (f"After the gift {p} has {{calc}} {thing}.",
+    add_first = [new, Step("sum", "+", (start, "new"), (f"{p} has {{calc}} {thing}.", "That makes {calc}.")),
+                 Step("now", "-", ("sum", gift), (f"After the gift {p} has {{calc}}.",
                                                   f"{p} now has {{calc}} {thing}."))]
-    gift_first = [Step("kept", "-", (start, gift), (f"Without the gift {p} has {{calc}} {thing}.",)),
+    gift_first = [Step("kept", "-", (start, gift), (f"Without the gift {p} has {{calc}}.",)),
                   new, Step("now", "+", ("kept", "new"), (f"{p} now has {{calc}} {thing}.",
-                                                          f"That makes {{calc}} {thing}."))]
+                                                          "That makes {calc}."))]
     if n_steps == 3:
         return Problem(question, [Solution(add_first, 0.7), Solution(gift_first, 0.3)])
     bonus = rng.randint(2, 9)
     question = f"{intro} Then {p} gives {gift} {thing} to a friend and finds {bonus} more. {ask}"
-    tail = Step("final", "+", ("now", bonus), (f"With the ones found {p} has {{calc}} {thing}.",
-                                               f"In the end {p} has {{calc}} {thing}."))
+    tail = Step("final", "+", ("now", bonus), (f"In the end {p} has {{calc}}.",
+                                               f"Now {p} has {{calc}} {thing}."))
     return Problem(question, [Solution(add_first + [tail], 0.7), Solution(gift_first + [tail], 0.3)])
 
 
 def reading(rng: random.Random, n_steps: int, lv: dict) -> Problem:
     p = rng.choice(NAMES)
     x, m = rng.randint(3, lv["limit"] // 6), rng.randint(2, 4)
-    tuesday = Step("tue", "*", (x, m), (f"On Tuesday {p} reads {{calc}} pages.", f"{p} reads {{calc}} pages on Tuesday."))
+    tuesday = Step("tue", "*", (x, m), ("On Tuesday it is {calc} pages.", "Tuesday: {calc} pages."))
     intro = f"{p} reads {x} pages on Monday. On Tuesday {p} reads {m} times as many pages as on Monday."
     if n_steps == 2:
-        total = Step("total", "+", (x, "tue"), (f"In total {p} reads {{calc}} pages.", "That is {calc} pages."))
+        total = Step("total", "+", (x, "tue"), ("In total it is {calc} pages.", "That is {calc} pages."))
         return Problem(f"{intro} How many pages does {p} read on the two days?", [Solution([tuesday, total])])
     y = rng.randint(2, 9)
-    wednesday = Step("wed", "-", ("tue", y), (f"On Wednesday {p} reads {{calc}} pages.",
-                                              f"{p} reads {{calc}} pages on Wednesday."))
+    wednesday = Step("wed", "-", ("tue", y), ("On Wednesday it is {calc} pages.",
+                                              "Wednesday: {calc} pages."))
     question = f"{intro} On Wednesday {p} reads {y} fewer pages than on Tuesday. How many pages does {p} read " \
                f"on the three days?"
-    total = Step("total", "+", (x, "tue", "wed"), (f"In total {p} reads {{calc}} pages.", "That is {calc} pages."))
+    total = Step("total", "+", (x, "tue", "wed"), ("In total it is {calc} pages.", "That is {calc} pages."))
     if n_steps == 3:
         return Problem(question, [Solution([tuesday, wednesday, total])])
     z = rng.randint(2, 9)
     question = (f"{intro} On Wednesday {p} reads {y} fewer pages than on Tuesday. On Thursday {p} reads {z} pages "
                 f"more than on Monday. How many pages does {p} read on the four days?")
-    thursday = Step("thu", "+", (x, z), (f"On Thursday {p} reads {{calc}} pages.",
-                                         f"{p} reads {{calc}} pages on Thursday."))
-    total = Step("total", "+", (x, "tue", "wed", "thu"), (f"In total {p} reads {{calc}} pages.",
+    thursday = Step("thu", "+", (x, z), ("On Thursday it is {calc} pages.",
+                                         "Thursday: {calc} pages."))
+    total = Step("total", "+", (x, "tue", "wed", "thu"), ("In total it is {calc} pages.",
                                                          "That is {calc} pages."))
     return Problem(question, [Solution([tuesday, wednesday, thursday, total])])
 
@@ -343,11 +348,11 @@ def _topological_orders(steps: list[Step]) -> list[list[Step]]:
     return out
 
 
-def _line(step: Step, values: dict[str, int], args: list[int], phrasing: str) -> str:
+def _line(step: Step, values: dict[str, int], args: list[int], phrasing: str, short: bool) -> str:
     expr = step.op.join(str(a) for a in args)
     value = values[step.name]
-    calc = f"{expr} = {'$' if step.money else ''}<<{expr}={value}>>{value}"
-    return phrasing.format(calc=calc)
+    calc = f"{'$' if step.money else ''}<<{expr}={value}>>{value}"
+    return phrasing.format(calc=calc if short else f"{expr} = {calc}")
 
 
 def render_answer(problem: Problem, rng: random.Random) -> str:
@@ -367,7 +372,8 @@ def render_answer(problem: Problem, rng: random.Random) -> str:
         args = _arg_values(step, solution.values)
         if step.op in "+*" and rng.random() < P_SWAP:
             args = args[::-1]
-        lines.append(_line(step, solution.values, args, rng.choice(step.lines)))
+        phrasing = rng.choice(step.lines)
+        lines.append(_line(step, solution.values, args, phrasing, rng.random() < P_SHORT_CALC))
     lines.append(f"#### {problem.answer}")
     return "\n".join(lines)
 
@@ -378,7 +384,7 @@ def count_valid_answers(problem: Problem) -> int:
         n = len(_topological_orders(solution.steps))
         for step in solution.steps:
             args = _arg_values(step, solution.values)
-            n *= len(step.lines) * (2 if step.op in "+*" and args != args[::-1] else 1)
+            n *= len(step.lines) * 2 * (2 if step.op in "+*" and args != args[::-1] else 1)  # x2: calc forms
         total += n
     return total
 

@@ -43,12 +43,15 @@ The English source is parsed back to its meaning (the grammar is unambiguous); t
 tokenised (lower case, punctuation split off). An output that is one of the valid translations scores
 1.0. Otherwise
 
-    oracle = (content + order) / 2
+    oracle = 0.7 * content + 0.3 * order
 
-where ``content`` is the mean over chunks of the best fraction of a chunk alternative's tokens found
-in the output (a right noun with a wrong article gets half of its chunk), and ``order`` is the best
-difflib similarity between the output and a valid translation built from the alternatives closest to
-the output, over every order variant. Both are 1 only for a valid translation.
+where ``content`` is the mean over content chunks (noun phrases, verb parts, time, place,
+conjunction) of the best weighted share of a chunk alternative's tokens found in the output (nouns and
+names weigh 3, other content words 2, articles, prepositions, auxiliaries and conjunctions 1; a word
+with the right stem but a wrong ending counts half), and ``order`` is the best difflib similarity
+between the output's tokens and a valid translation built from the alternatives closest to the
+output, over every order variant. Both are 1 only for a valid translation. So a wrong noun costs more
+than a wrong adjective ending, which costs more than a misplaced verb.
 """
 from __future__ import annotations
 
@@ -428,13 +431,13 @@ def _clause_chunks(clause: Clause):
 Orders = list[tuple[float, list[Chunk]]]
 
 
-def _time_object(clause: Clause, T: Chunk | None, O: Chunk) -> Orders:
+def _time_object(clause: Clause, time: Chunk | None, obj: Chunk) -> Orders:
     """The middle field's time and object: time first; a definite object may also come first."""
-    if T is None:
-        return [(1.0, [O])]
+    if time is None:
+        return [(1.0, [obj])]
     if clause.obj.name or clause.obj.definite:
-        return [(1 - P_SCRAMBLE, [T, O]), (P_SCRAMBLE, [O, T])]
-    return [(1.0, [T, O])]
+        return [(1 - P_SCRAMBLE, [time, obj]), (P_SCRAMBLE, [obj, time])]
+    return [(1.0, [time, obj])]
 
 
 def _compact(orders) -> Orders:
@@ -443,28 +446,28 @@ def _compact(orders) -> Orders:
 
 def _main_orders(clause: Clause) -> Orders:
     """Verb-second orders of a main clause: (probability, chunks) for each first position and middle field."""
-    S, F, T, O, P, N = _clause_chunks(clause)
-    weights = {k: w for k, w in VORFELD_WEIGHTS.items() if k == "S" or (k == "T" and T) or (k == "P" and P)}
+    subj, fin, time, obj, place, nonfin = _clause_chunks(clause)
+    weights = {k: w for k, w in VORFELD_WEIGHTS.items() if k == "S" or (k == "T" and time) or (k == "P" and place)}
     total = sum(weights.values())
     orders = []
-    for p_to, time_object in _time_object(clause, T, O):
-        orders.append((weights["S"] / total * p_to, [S, F, *time_object, P, N]))
-    if T:
-        orders.append((weights["T"] / total, [T, F, S, O, P, N]))
-    if P:
-        for p_to, time_object in _time_object(clause, T, O):
-            orders.append((weights["P"] / total * p_to, [P, F, S, *time_object, N]))
+    for p_to, time_object in _time_object(clause, time, obj):
+        orders.append((weights["S"] / total * p_to, [subj, fin, *time_object, place, nonfin]))
+    if time:
+        orders.append((weights["T"] / total, [time, fin, subj, obj, place, nonfin]))
+    if place:
+        for p_to, time_object in _time_object(clause, time, obj):
+            orders.append((weights["P"] / total * p_to, [place, fin, subj, *time_object, nonfin]))
     return _compact(orders)
 
 
 def _verb_first(clause: Clause) -> Orders:
-    S, F, T, O, P, N = _clause_chunks(clause)
-    return _compact((p, [F, S, *to, P, N]) for p, to in _time_object(clause, T, O))
+    subj, fin, time, obj, place, nonfin = _clause_chunks(clause)
+    return _compact((p, [fin, subj, *to, place, nonfin]) for p, to in _time_object(clause, time, obj))
 
 
 def _subordinate(conj: str, clause: Clause) -> Orders:
-    S, F, T, O, P, N = _clause_chunks(clause)
-    return _compact((p, [_conjunction(conj, clause), S, *to, P, N, F]) for p, to in _time_object(clause, T, O))
+    subj, fin, time, obj, place, nonfin = _clause_chunks(clause)
+    return _compact((p, [_conjunction(conj, clause), subj, *to, place, nonfin, fin]) for p, to in _time_object(clause, time, obj))
 
 
 COMMA: Chunk = ((",", 1.0),)
@@ -703,6 +706,41 @@ def _tokens(text: str) -> list[str]:
     return re.findall(r"\w+|[^\w\s]", text.lower())
 
 
+FUNCTION_WORDS = {"der", "die", "das", "den", "dem", "ein", "eine", "einen", "einem", "einer", "im", "am", "in", "an",
+                  "auf", "hinter", "neben", "vor", "unter", "hat", "haben", "ist", "sind", "wird", "werden", "weil",
+                  "da", "während", "obwohl", "als", "wenn", ",", "."}
+CONTENT_WEIGHT = 0.7   # oracle = CONTENT_WEIGHT * content + (1 - CONTENT_WEIGHT) * order
+
+
+def _weighted_tokens(text: str) -> list[tuple[str, float]]:
+    """Tokens of a chunk alternative with weights: nouns and names 3, other content words 2, function words 1."""
+    out = []
+    for token in re.findall(r"\w+|[^\w\s]", text):
+        low = token.lower()
+        weight = 1.0 if low in FUNCTION_WORDS else 3.0 if token[0].isupper() else 2.0
+        out.append((low, weight))
+    return out
+
+
+def _chunk_credit(alternative: list[tuple[str, float]], output: Counter) -> float:
+    """Weighted share of the alternative's tokens found in the output; a word with the right stem and a
+    wrong ending (rotes/roter, Hund/Hunde) counts half."""
+    available = Counter(output)
+    got = total = 0.0
+    for token, weight in alternative:
+        total += weight
+        if available[token] > 0:
+            available[token] -= 1
+            got += weight
+        elif weight > 1:
+            k = max(3, len(token) - 2)
+            stem = next((u for u, n in available.items() if n > 0 and len(u) >= k and u[:k] == token[:k]), None)
+            if stem is not None:
+                available[stem] -= 1
+                got += weight / 2
+    return got / total
+
+
 def translation_oracle(english: str, output: str) -> dict[str, float]:
     variants = german_variants(parse_english(english))
     out_tokens = _tokens(output)
@@ -713,16 +751,14 @@ def translation_oracle(english: str, output: str) -> dict[str, float]:
         if re.fullmatch(pattern, out_text):
             return {"oracle": 1.0, "exact": 1.0, "content": 1.0, "order": 1.0}
     counts = Counter(out_tokens)
-
-    def credit(alt_tokens: list[str]) -> float:
-        need = Counter(alt_tokens)
-        return sum(min(n, counts[t]) for t, n in need.items()) / len(alt_tokens)
-
     best: dict[Chunk, tuple[float, list[str]]] = {}  # chunk -> (credit, its alternative closest to the output)
     for variant in variants:
         for chunk in variant.chunks:
             if chunk not in best:
-                scored = [(credit(_tokens(t)), p, _tokens(t)) for t, p in chunk]
+                scored = []
+                for text, p in chunk:
+                    weighted = _weighted_tokens(text)
+                    scored.append((_chunk_credit(weighted, counts), p, [t for t, _ in weighted]))
                 c, _, toks = max(scored, key=lambda s: (s[0], s[1]))
                 best[chunk] = (c, toks)
     content_chunks = [c for c in variants[0].chunks if c not in (COMMA, PERIOD)]  # every variant has these
@@ -731,7 +767,8 @@ def translation_oracle(english: str, output: str) -> dict[str, float]:
     for variant in variants:
         candidate = [tok for chunk in variant.chunks for tok in best[chunk][1]]
         order = max(order, difflib.SequenceMatcher(None, out_tokens, candidate, autojunk=False).ratio())
-    return {"oracle": (content + order) / 2, "exact": 0.0, "content": content, "order": order}
+    score = CONTENT_WEIGHT * content + (1 - CONTENT_WEIGHT) * order
+    return {"oracle": score, "exact": 0.0, "content": content, "order": order}
 
 
 class TranslationTask(Task):
