@@ -13,9 +13,15 @@ rule report:
     input:
         CELL_METRICS + REFERENCE_METRICS,
     output:
-        tidy=f"{FIGURES}/all_cells.csv",
-        main=report(f"{FIGURES}/main_table.md", category="Tables"),
-        figures=directory(f"{FIGURES}/figures"),
+        tidy=report(f"{FIGURES}/all_cells.csv", category="Tables", labels={"table": "all cells (tidy)"}),
+        main=report(f"{FIGURES}/main_table.md", category="Tables", labels={"table": "main table"}),
+        cost=report(f"{FIGURES}/cost.md", category="Tables", labels={"table": "cost"}),
+        figures=report(
+            directory(f"{FIGURES}/figures"),
+            patterns=["{name}.png"],
+            category="Figures",
+            labels={"figure": "{name}"},
+        ),
     params:
         results=RESULTS,
         out=FIGURES,
