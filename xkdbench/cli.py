@@ -192,7 +192,7 @@ def cmd_teacher_outputs(args) -> None:
     outputs = decode_all(teacher, [teacher.encode_prompt(p, task_cfg.max_prompt_tokens) for p in prompts],
                          batch_size=cfg.evaluation.batch_size, max_new_tokens=task_cfg.max_target_tokens,
                          do_sample=sample, temperature=cfg.seqkd.sampling_temperature)
-    write_jsonl(args.out, ({"prompt": p, "output": o[0]} for p, o in zip(prompts, outputs)))
+    write_jsonl(args.out, ({"prompt": p, "output": o[0]} for p, o in zip(prompts, outputs, strict=False)))
     print(f"teacher-outputs: {len(prompts)} {cfg.seqkd.decoding} outputs in {time.perf_counter() - started:.1f}s -> {args.out}")
 
 

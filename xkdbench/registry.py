@@ -5,7 +5,8 @@ the known ones, so a typo in a config stops the run before any work is done.
 """
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 

@@ -82,7 +82,7 @@ def test_resume_equals_uninterrupted(tmp_path, tokenizer, family, toy_data, meth
     assert_same_weights(full, resumed, exact=True)
     logs = [[json.loads(line) for line in open(tmp_path / d / "train_log.jsonl")] for d in ("full", "cut")]
     assert [r["step"] for r in logs[1]] == [1, 2, 3, 4, 5]
-    for x, y in zip(*logs):
+    for x, y in zip(*logs, strict=False):
         assert {k: v for k, v in x.items() if k != "seconds"} == {k: v for k, v in y.items() if k != "seconds"}
     assert resumed_summary["generated_tokens"] == summary["generated_tokens"]
     assert not (tmp_path / "cut" / "checkpoint").exists()
@@ -93,7 +93,7 @@ def test_same_seed_same_weights_different_seed_differs(tmp_path, tokenizer, toy_
     b, _ = run(tokenizer, family, toy_data, tmp_path / "b", method="gkd", settings={"student_data_fraction": 1.0})
     c, _ = run(tokenizer, family, toy_data, tmp_path / "c", method="gkd", settings={"student_data_fraction": 1.0}, seed=5)
     assert_same_weights(a, b, exact=True)
-    assert any(not torch.equal(x, y) for x, y in zip(weights(a).values(), weights(c).values()))
+    assert any(not torch.equal(x, y) for x, y in zip(weights(a).values(), weights(c).values(), strict=False))
 
 
 def test_log_records_every_field(tmp_path, tokenizer, family, toy_data):

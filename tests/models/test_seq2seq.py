@@ -52,7 +52,7 @@ def test_sampling_returns_k_masked_samples_per_prompt(tokenizer, family):
     assert samples.size == 12
     assert torch.equal(samples.prompt_ids[:4], batch.prompt_ids[:1].expand(4, -1))
     # nothing after an EOS is a target token
-    for ids, mask in zip(samples.target_ids.tolist(), samples.target_mask.tolist()):
+    for ids, mask in zip(samples.target_ids.tolist(), samples.target_mask.tolist(), strict=False):
         if model.eos_id in ids:
             first = ids.index(model.eos_id)
             assert mask[: first + 1] == [1] * (first + 1) and not any(mask[first + 1:])

@@ -26,9 +26,9 @@ from xkdbench.core.data import StepLoader, TrainData
 from xkdbench.core.runtime import rng_state, seed_everything, set_rng_state, use_bf16
 from xkdbench.io import atomic_path, write_json, write_jsonl
 from xkdbench.methods.base import Method
+from xkdbench.methods.common import token_nll
 from xkdbench.models.batch import Batch
 from xkdbench.models.seq2seq import Seq2SeqLM, eval_mode
-from xkdbench.methods.common import token_nll
 
 CHECKPOINT = "checkpoint"
 FINAL = "model"

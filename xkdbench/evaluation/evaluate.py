@@ -41,9 +41,9 @@ def evaluate(model: Seq2SeqLM, task, examples: list[dict], cfg: EvaluationConfig
     metrics["headline"] = metrics["greedy"][task.headline_metric]
     per_example = task.example_scores(greedy, examples)
     records = [{"index": i, "reference": task.target(ex), "greedy": out, "greedy_score": score}
-               for i, (ex, out, score) in enumerate(zip(examples, greedy, per_example))]
+               for i, (ex, out, score) in enumerate(zip(examples, greedy, per_example, strict=False))]
     if task.has_oracle:
-        for record, ex in zip(records, examples):
+        for record, ex in zip(records, examples, strict=False):
             record["greedy_oracle"] = task.oracle_score(ex, record["greedy"])
     metrics["sampling"] = {}
     k = cfg.samples_per_input
@@ -57,7 +57,7 @@ def evaluate(model: Seq2SeqLM, task, examples: list[dict], cfg: EvaluationConfig
         quality.update(self_bleu=self_bleu(samples), distinct_1=distinct_n_per_input(samples, 1),
                        distinct_2=distinct_n_per_input(samples, 2))
         metrics["sampling"][f"{temperature:g}"] = quality
-        for record, per_input in zip(records, samples):
+        for record, per_input in zip(records, samples, strict=False):
             record.setdefault("samples", {})[f"{temperature:g}"] = per_input
     metrics["seconds"] = round(time.perf_counter() - started, 3)
     return metrics, records

@@ -6,7 +6,7 @@ cannot give on real data.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from scipy.stats import spearmanr
@@ -36,7 +36,7 @@ def reward_oracle_correlation(model: Seq2SeqLM, reward_fn, task, examples: list[
     pooled_reward: list[float] = []
     pooled_oracle: list[float] = []
     for source, per_input in outputs.items():
-        pairs = [(ex, out) for ex, texts in zip(examples, per_input) for out in texts]
+        pairs = [(ex, out) for ex, texts in zip(examples, per_input, strict=False) for out in texts]
         prompts = [task.prompt(ex) for ex, _ in pairs]
         texts = [out for _, out in pairs]
         rewards = score_outputs(model, reward_fn, prompts, texts, max_prompt_tokens=max_prompt_tokens,

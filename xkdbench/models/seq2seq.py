@@ -57,8 +57,8 @@ class Seq2SeqLM:
 
     def decode(self, target_ids: torch.Tensor, target_mask: torch.Tensor) -> list[str]:
         texts = []
-        for ids, mask in zip(target_ids.tolist(), target_mask.tolist()):
-            kept = [t for t, m in zip(ids, mask) if m and t != self.eos_id]
+        for ids, mask in zip(target_ids.tolist(), target_mask.tolist(), strict=False):
+            kept = [t for t, m in zip(ids, mask, strict=False) if m and t != self.eos_id]
             texts.append(self.tokenizer.decode(kept, skip_special_tokens=True).strip())
         return texts
 
