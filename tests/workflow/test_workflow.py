@@ -38,12 +38,12 @@ def test_dry_run_of_every_shipped_config(tmp_path, config):
 
 def test_bad_config_stops_the_workflow_at_start(tmp_path):
     work = workflow_copy(tmp_path)
-    text = (work / "workflows/config/smoke.yaml").read_text().replace("method: supervised_kd", "method: supervised_kdd")
+    text = (work / "workflows/config/smoke.yaml").read_text().replace("method: seqkd}", "method: seqkdd}")
     (work / "workflows/config/smoke.yaml").write_text(text)
     out = subprocess.run(SNAKEMAKE + ["-n", "--cores", "2", "--configfile", "workflows/config/smoke.yaml"], cwd=work,
                          env=OFFLINE, capture_output=True, text=True)
     assert out.returncode != 0
-    assert "config.methods[2].method: 'supervised_kdd' is not allowed" in out.stdout + out.stderr
+    assert "config.methods[1].method: 'seqkdd' is not allowed" in out.stdout + out.stderr
 
 
 @pytest.mark.slow
