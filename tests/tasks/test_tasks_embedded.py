@@ -188,3 +188,13 @@ def test_reasoning_has_several_valid_answers():
         assert len(answers) <= count_valid_answers(problem)
         counts.append(len(answers))
     assert mean(counts) >= 6
+
+
+def test_levels_report():
+    from xkdbench.tasks.levels import level_stats
+
+    stats = level_stats("translation", 3, n=40)
+    assert stats["valid_outputs_median"] >= 16 and stats["valid_outputs_min"] >= 2
+    assert 10 < stats["prompt_words"] < 40 and len(stats["examples"]) == 40
+    easy = level_stats("reasoning", 0, n=40)
+    assert easy["valid_outputs_min"] >= 16 and easy["target_words"] < stats["target_words"] + 10

@@ -131,13 +131,15 @@ def test_translation_oracle_accepts_every_valid_translation(difficulty):
 def test_translation_oracle_known_cases():
     en = "Yesterday the old man bought a red car."
     valid = ["Gestern hat der alte Mann ein rotes Auto gekauft.", "Der alte Mann hat gestern einen roten Wagen gekauft.",
-             "Gestern hat der alte Mann einen roten Wagen erworben.", "Der alte Mann hat gestern ein rotes Auto erworben."]
+             "Gestern hat der alte Mann einen roten Wagen erworben.", "Der alte Mann hat gestern ein rotes Auto erworben.",
+             "Gestern kaufte der alte Mann ein rotes Auto.", "Der alte Mann erwarb gestern einen roten Wagen."]
     for german in valid:
         assert translation_oracle(en, german)["oracle"] == 1.0, german
     invalid = {
         "Gestern hat der alte Mann ein roter Auto gekauft.": "adjective ending",
         "Gestern hat der alte Mann einen rotes Auto gekauft.": "article case/gender",
         "Gestern hat der alte Mann ein rotes Auto kauft.": "verb form",
+        "Gestern hat der alte Mann ein rotes Auto kaufte.": "tense mix",
         "Gestern der alte Mann hat ein rotes Auto gekauft.": "verb second",
         "Der alte Mann hat gestern gekauft ein rotes Auto.": "verb final",
         "Gestern hat der alte Mann ein rotes Buch gekauft.": "wrong noun",

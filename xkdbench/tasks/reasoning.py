@@ -447,7 +447,7 @@ class ReasoningTask(Task):
     hf_path = "openai/gsm8k"
     hf_name = "main"
     hf_has_validation = False
-    default_difficulty = 0
+    default_difficulty = 1
 
     def prompt(self, example: dict) -> str:
         return "question: " + example["question"]

@@ -17,8 +17,9 @@ The German target is produced by a transducer that applies real German grammar t
 - articles and adjective endings agree in gender, number and case (der alte Mann, einen alten Mann,
   dem alten Mann, alte Hunde); verbs govern accusative or dative objects (hilft dem Kind); in/an +
   dem contract to im/am;
-- present tense, Perfekt for the English past (hat ... gekauft, ist ... gefolgt) and Futur I
-  (wird ... kaufen): a verb bracket with the non-finite verb at the end;
+- present tense; for the English past either Perfekt (hat ... gekauft, ist ... gefolgt; p = 0.6) or
+  Präteritum (kaufte, folgte; p = 0.4); Futur I (wird ... kaufen): a verb bracket with the non-finite
+  verb at the end;
 - verb-second main clauses with a free first position (subject, time or place: "Gestern hat der Mann
   ..." and "Der Mann hat gestern ..." are both valid); verb-final subordinate clauses ("..., weil die
   Frau ein Buch liest."); a fronted subordinate clause makes the main clause verb-first
@@ -26,8 +27,8 @@ The German target is produced by a transducer that applies real German grammar t
 
 A translation is a set of order variants, each a sequence of chunks (noun phrases, verb parts, time,
 place, conjunction, punctuation); every chunk has its synonym alternatives. The reference is one
-sampled valid translation; ``count_valid_translations`` gives the number of valid ones (4 to several
-thousand).
+sampled valid translation; ``count_valid_translations`` gives the number of valid ones (median 4 at
+level 0, where a short present-tense sentence without synonyms has only one, up to hundreds at level 3).
 
 Difficulty levels (``difficulty`` option, 0..3):
 
@@ -196,6 +197,21 @@ VERBS = {
     "thank": ("thanks", "thanked", _PEOPLE, _PEOPLE, "dat", "haben", [("danken", "dankt", "danken", "gedankt", 1.0)]),
 }
 AUX = {"haben": ("hat", "haben"), "sein": ("ist", "sind"), "werden": ("wird", "werden")}
+# German simple past (Präteritum), 3rd person singular and plural, by infinitive
+PRETERITE = {
+    "sehen": ("sah", "sahen"), "erblicken": ("erblickte", "erblickten"), "kaufen": ("kaufte", "kauften"),
+    "erwerben": ("erwarb", "erwarben"), "finden": ("fand", "fanden"), "entdecken": ("entdeckte", "entdeckten"),
+    "tragen": ("trug", "trugen"), "malen": ("malte", "malten"), "besuchen": ("besuchte", "besuchten"),
+    "waschen": ("wusch", "wuschen"), "verkaufen": ("verkaufte", "verkauften"), "putzen": ("putzte", "putzten"),
+    "reinigen": ("reinigte", "reinigten"), "reparieren": ("reparierte", "reparierten"),
+    "brauchen": ("brauchte", "brauchten"), "benötigen": ("benötigte", "benötigten"), "halten": ("hielt", "hielten"),
+    "lieben": ("liebte", "liebten"), "füttern": ("fütterte", "fütterten"), "bringen": ("brachte", "brachten"),
+    "nehmen": ("nahm", "nahmen"), "treffen": ("traf", "trafen"), "hören": ("hörte", "hörten"),
+    "fangen": ("fing", "fingen"), "werfen": ("warf", "warfen"), "schmeißen": ("schmiss", "schmissen"),
+    "öffnen": ("öffnete", "öffneten"), "helfen": ("half", "halfen"), "folgen": ("folgte", "folgten"),
+    "danken": ("dankte", "dankten"),
+}
+P_PRETERITE = 0.4   # the English past as Präteritum ("kaufte") instead of Perfekt ("hat ... gekauft")
 # objects that make no sense with a verb (open a cake ...) are allowed only where listed here
 OPENABLE = {"door", "window", "box", "bag", "bottle", "book", "letter"}
 REPAIRABLE = {"car", "bike", "clock", "lamp", "door", "window", "chair", "table", "phone", "boat", "shoe"}
@@ -396,12 +412,14 @@ def de_place(loc: tuple[str, str]) -> Chunk:
     return _merge(out)
 
 
-def _verb_parts(clause: Clause) -> tuple[Chunk, Chunk | None]:
+def _verb_parts(clause: Clause, preterite: bool = False) -> tuple[Chunk, Chunk | None]:
     """(finite part, non-finite part or None)."""
     third_pl = 1 if clause.subj.number == "sg" else 2
     _, _, _, _, _, aux, alts = VERBS[clause.verb]
     if clause.tense == "present":
         return _merge((alt[third_pl], alt[4]) for alt in alts), None
+    if clause.tense == "past" and preterite:
+        return _merge((PRETERITE[alt[0]][third_pl - 1], alt[4]) for alt in alts), None
     if clause.tense == "past":
         return ((AUX[aux][third_pl - 1], 1.0),), _merge((alt[3], alt[4]) for alt in alts)
     return ((AUX["werden"][third_pl - 1], 1.0),), _merge((alt[0], alt[4]) for alt in alts)
@@ -419,13 +437,18 @@ class Variant:
     chunks: tuple[Chunk, ...]
 
 
-def _clause_chunks(clause: Clause):
+def _clause_chunks(clause: Clause, preterite: bool = False):
     subj = de_np(clause.subj, "nom")
     obj = de_np(clause.obj, VERBS[clause.verb][4])
     time = tuple(TIMES[clause.time][1]) if clause.time else None
     place = de_place(clause.loc) if clause.loc else None
-    finite, nonfinite = _verb_parts(clause)
+    finite, nonfinite = _verb_parts(clause, preterite)
     return subj, finite, time, obj, place, nonfinite
+
+
+def _past_forms(clause: Clause) -> list[tuple[bool, float]]:
+    """(preterite?, probability): a past clause may be Perfekt or Präteritum."""
+    return [(False, 1 - P_PRETERITE), (True, P_PRETERITE)] if clause.tense == "past" else [(False, 1.0)]
 
 
 Orders = list[tuple[float, list[Chunk]]]
@@ -445,29 +468,39 @@ def _compact(orders) -> Orders:
 
 
 def _main_orders(clause: Clause) -> Orders:
-    """Verb-second orders of a main clause: (probability, chunks) for each first position and middle field."""
-    subj, fin, time, obj, place, nonfin = _clause_chunks(clause)
-    weights = {k: w for k, w in VORFELD_WEIGHTS.items() if k == "S" or (k == "T" and time) or (k == "P" and place)}
-    total = sum(weights.values())
+    """Verb-second orders of a main clause: (probability, chunks) for each verb form, first position and
+    middle field."""
     orders = []
-    for p_to, time_object in _time_object(clause, time, obj):
-        orders.append((weights["S"] / total * p_to, [subj, fin, *time_object, place, nonfin]))
-    if time:
-        orders.append((weights["T"] / total, [time, fin, subj, obj, place, nonfin]))
-    if place:
+    for preterite, p_form in _past_forms(clause):
+        subj, fin, time, obj, place, nonfin = _clause_chunks(clause, preterite)
+        weights = {k: w for k, w in VORFELD_WEIGHTS.items()
+                   if k == "S" or (k == "T" and time) or (k == "P" and place)}
+        total = sum(weights.values())
         for p_to, time_object in _time_object(clause, time, obj):
-            orders.append((weights["P"] / total * p_to, [place, fin, subj, *time_object, nonfin]))
+            orders.append((p_form * weights["S"] / total * p_to, [subj, fin, *time_object, place, nonfin]))
+        if time:
+            orders.append((p_form * weights["T"] / total, [time, fin, subj, obj, place, nonfin]))
+        if place:
+            for p_to, time_object in _time_object(clause, time, obj):
+                orders.append((p_form * weights["P"] / total * p_to, [place, fin, subj, *time_object, nonfin]))
     return _compact(orders)
 
 
 def _verb_first(clause: Clause) -> Orders:
-    subj, fin, time, obj, place, nonfin = _clause_chunks(clause)
-    return _compact((p, [fin, subj, *to, place, nonfin]) for p, to in _time_object(clause, time, obj))
+    orders = []
+    for preterite, p_form in _past_forms(clause):
+        subj, fin, time, obj, place, nonfin = _clause_chunks(clause, preterite)
+        orders += [(p_form * p, [fin, subj, *to, place, nonfin]) for p, to in _time_object(clause, time, obj)]
+    return _compact(orders)
 
 
 def _subordinate(conj: str, clause: Clause) -> Orders:
-    subj, fin, time, obj, place, nonfin = _clause_chunks(clause)
-    return _compact((p, [_conjunction(conj, clause), subj, *to, place, nonfin, fin]) for p, to in _time_object(clause, time, obj))
+    orders = []
+    for preterite, p_form in _past_forms(clause):
+        subj, fin, time, obj, place, nonfin = _clause_chunks(clause, preterite)
+        orders += [(p_form * p, [_conjunction(conj, clause), subj, *to, place, nonfin, fin])
+                   for p, to in _time_object(clause, time, obj)]
+    return _compact(orders)
 
 
 COMMA: Chunk = ((",", 1.0),)
@@ -761,14 +794,16 @@ def translation_oracle(english: str, output: str) -> dict[str, float]:
                     scored.append((_chunk_credit(weighted, counts), p, [t for t, _ in weighted]))
                 c, _, toks = max(scored, key=lambda s: (s[0], s[1]))
                 best[chunk] = (c, toks)
-    content_chunks = [c for c in variants[0].chunks if c not in (COMMA, PERIOD)]  # every variant has these
-    content = sum(best[c][0] for c in content_chunks) / len(content_chunks)
-    order = 0.0
-    for variant in variants:
+    result = {"oracle": 0.0, "exact": 0.0, "content": 0.0, "order": 0.0}
+    for variant in variants:  # the valid translation closest to the output
+        content_chunks = [c for c in variant.chunks if c not in (COMMA, PERIOD)]
+        content = sum(best[c][0] for c in content_chunks) / len(content_chunks)
         candidate = [tok for chunk in variant.chunks for tok in best[chunk][1]]
-        order = max(order, difflib.SequenceMatcher(None, out_tokens, candidate, autojunk=False).ratio())
-    score = CONTENT_WEIGHT * content + (1 - CONTENT_WEIGHT) * order
-    return {"oracle": score, "exact": 0.0, "content": content, "order": order}
+        order = difflib.SequenceMatcher(None, out_tokens, candidate, autojunk=False).ratio()
+        score = CONTENT_WEIGHT * content + (1 - CONTENT_WEIGHT) * order
+        if score > result["oracle"]:
+            result = {"oracle": score, "exact": 0.0, "content": content, "order": order}
+    return result
 
 
 class TranslationTask(Task):
