@@ -109,6 +109,7 @@ def run_lm_eval(checkpoint: str | Path, task_dir: str | Path, task_name: str, *,
     raw = results["results"][task_name]
     base = task_name.removeprefix("xkdbench_")
     out = {ours: float(raw[theirs]) for theirs, ours in LM_EVAL_METRICS[base].items() if theirs in raw}
-    samples = sorted(results["samples"][task_name], key=lambda s: s["doc_id"])
-    out["responses"] = [s["resps"][0][0] for s in samples]
+    # one sample record per document and filter (GSM8K has two filters): keep one per document
+    by_doc = {s["doc_id"]: s["resps"][0][0] for s in results["samples"][task_name]}
+    out["responses"] = [by_doc[i] for i in sorted(by_doc)]
     return out
