@@ -153,24 +153,22 @@ def cmd_train_tokenizer(args) -> None:
     print(f"train-tokenizer: {args.task} vocabulary {len(tokenizer)} -> {args.out}")
 
 
-def cmd_train_teacher(args) -> None:
+def _sft_from_scratch(args, *, role: str, section: str, split: str) -> None:
+    """Build the config's `role` model (teacher or student) and train it by SFT on `split`."""
     from xkdbench.models import build_model, load_tokenizer
 
     cfg = load_config(args.config)
     tokenizer = load_tokenizer(_existing(args.tokenizer, "--tokenizer"))
-    teacher = build_model(cfg.models.teacher, tokenizer, seed=args.seed)
-    _train(args, cfg, section="teacher_training", method_key="sft", settings={}, student=teacher,
-           split="train", fraction=1.0)
+    model = build_model(getattr(cfg.models, role), tokenizer, seed=args.seed)
+    _train(args, cfg, section=section, method_key="sft", settings={}, student=model, split=split, fraction=1.0)
+
+
+def cmd_train_teacher(args) -> None:
+    _sft_from_scratch(args, role="teacher", section="teacher_training", split="train")
 
 
 def cmd_init_student(args) -> None:
-    from xkdbench.models import build_model, load_tokenizer
-
-    cfg = load_config(args.config)
-    tokenizer = load_tokenizer(_existing(args.tokenizer, "--tokenizer"))
-    student = build_model(cfg.models.student, tokenizer, seed=args.seed)
-    _train(args, cfg, section="student_init", method_key="sft", settings={}, student=student,
-           split="warmup", fraction=1.0)
+    _sft_from_scratch(args, role="student", section="student_init", split="warmup")
 
 
 def cmd_teacher_outputs(args) -> None:
