@@ -133,7 +133,8 @@ def train(setup: TrainSetup, out_dir: str | Path, *, stop_after: int | None = No
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     loader = StepLoader(setup.data, student, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, seed=setup.seed)
 
-    start_step, elapsed, tokens = 0, 0.0, torch.zeros((), dtype=torch.long)
+    # counted on the device, so a step never waits for the host (read only when logging)
+    start_step, elapsed, tokens = 0, 0.0, torch.zeros((), dtype=torch.long, device=setup.device)
     log_path = out_dir / LOG
     if (out_dir / CHECKPOINT).is_dir():
         state = torch.load(out_dir / CHECKPOINT / "trainer_state.pt", weights_only=False)
@@ -148,7 +149,7 @@ def train(setup: TrainSetup, out_dir: str | Path, *, stop_after: int | None = No
         ctx.rng.setstate(state["ctx_rng"])
         ctx.teacher_forward_sequences += state["teacher_forward_sequences"]
         ctx.generated_tokens += state["generated_tokens"]
-        tokens += state["tokens"]
+        tokens += state["tokens"].to(setup.device)
         set_rng_state(state["rng"])
         start_step, elapsed = state["step"], state["elapsed"]
         # drop log lines written after the checkpoint: they will be written again
@@ -179,7 +180,7 @@ def train(setup: TrainSetup, out_dir: str | Path, *, stop_after: int | None = No
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
-            tokens += step_tokens.cpu()
+            tokens += step_tokens
             done = step + 1
             validate_now = bool(cfg.validate_every and setup.validation is not None and done % cfg.validate_every == 0)
             if done % cfg.log_every == 0 or done == cfg.steps or validate_now:
