@@ -70,6 +70,24 @@ def test_regulariser_matches_the_formula(q_map, weights):
                                atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("full", [True, False])
+def test_td_target_gradient_switch(full):
+    """Full gradient: dR_t/dQ(s_{t+1}) = -gamma dR_t/dQ(s_t) (the residual's chain rule). Semi-gradient:
+    the bootstrap term is a constant, so the logits of step t+1 get nothing from R_t."""
+    s = AVRILSettings(reward_likelihood_weight=0.5, discount=0.9, q_map="logit", td_target_gradient=full)
+    logits, target_ids, mu, log_sigma, _ = tiny_example()
+    mask = torch.tensor([[1, 1, 0, 0, 0]] * 3)  # one transition per row: R_0 from Q_0 and Q_1
+    logits = logits.clone().requires_grad_(True)
+    avril_regulariser(logits, target_ids, mu, log_sigma, mask, s).sum().backward()
+    rows = torch.arange(3)
+    grad_q0 = logits.grad[rows, 0, target_ids[:, 0]]
+    grad_q1 = logits.grad[rows, 1, target_ids[:, 1]]
+    assert grad_q0.abs().min() > 0
+    expected = -s.discount * grad_q0 if full else torch.zeros_like(grad_q0)
+    torch.testing.assert_close(grad_q1, expected)
+    assert logits.grad[:, 2:].abs().max() == 0
+
+
 def test_last_transition_and_padding_carry_nothing():
     s = AVRILSettings(reward_likelihood_weight=1.0)
     logits, target_ids, mu, log_sigma, mask = tiny_example()

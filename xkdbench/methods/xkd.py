@@ -89,7 +89,7 @@ class XKDSeqConfig(SeqKDConfig, AVRILSettings):
     """Sequence-level X-KD: SeqKD's NLL on the teacher's cached outputs + R on the same outputs.
 
     reward_likelihood_weight (lambda), kl_weight (beta), discount (gamma), q_map, ava_alpha,
-    detach_reward_features: the AVRIL regulariser, see xkd_reward.AVRILSettings.
+    detach_reward_features, td_target_gradient: the AVRIL regulariser, see xkd_reward.AVRILSettings.
     """
 
 
@@ -113,7 +113,8 @@ class XKDDivConfig(GKDConfig, AVRILSettings):
 
     divergence, beta, alpha, loss_temperature, student_data_fraction (GKD's lambda), seq_kd: as in GKD.
     reward_likelihood_weight (lambda), kl_weight (beta of AVRIL, not the JSD's), discount (gamma),
-      q_map, ava_alpha, detach_reward_features: the AVRIL regulariser, see xkd_reward.AVRILSettings.
+      q_map, ava_alpha, detach_reward_features, td_target_gradient: the AVRIL regulariser, see
+      xkd_reward.AVRILSettings.
     regulariser_on: RECONSTRUCTED, which sequences R runs on: `same` (the divergence's sequences) or
       `gold` (the gold outputs, the teacher's own training data: one reading of "the teacher's
       original learning environment"), while the divergence runs on GKD's sequences.

@@ -60,6 +60,9 @@ class AVRILSettings:
     detach_reward_features: RECONSTRUCTED. True: the head reads h_t without gradient, so the reward
       terms train the student only through Q and the head only through (mu, sigma), like AVRIL's
       separate encoder and Q-network. False: they also shape the student's features through h_t.
+    td_target_gradient: RECONSTRUCTED. True (default, as AVRIL's code, which has no target network
+      and no stop-gradient): the residual's gradient flows into both Q(s_t, y_t) and Q(s_{t+1}, y_{t+1}).
+      False: semi-gradient TD, the bootstrap term discount * Q(s_{t+1}, y_{t+1}) is a constant.
     """
 
     reward_likelihood_weight: float = 0.1
@@ -68,6 +71,7 @@ class AVRILSettings:
     q_map: str = "logit"
     ava_alpha: float = 0.5
     detach_reward_features: bool = True
+    td_target_gradient: bool = True
 
     def validate(self, where: str) -> None:
         check_range(f"{where}.reward_likelihood_weight", self.reward_likelihood_weight, 0)
@@ -121,6 +125,8 @@ def avril_regulariser(logits: torch.Tensor, target_ids: torch.Tensor, mu: torch.
     valid = target_mask.bool()
     has_next = valid & F.pad(valid[:, 1:], (0, 1), value=False)  # t valid and t+1 valid
     q_next = F.pad(q[:, 1:], (0, 1))  # Q(s_{t+1}, y_{t+1}); the pad is never used
+    if not settings.td_target_gradient:
+        q_next = q_next.detach()
     delta = q - settings.discount * q_next  # (B, T)
     mu, log_sigma = mu.float(), log_sigma.float()
     variance = torch.exp(2 * log_sigma)
