@@ -99,6 +99,9 @@ def test_win_rates_counts_and_bootstrap(report):
             5 * k, 12 * k, 3 * k, N_INPUTS * k, k)
         assert pooled["mean_difference"] == pytest.approx((5 * 0.1 - 3 * 0.2) / N_INPUTS)
         assert pooled["ci95_low"] < pooled["mean_difference"] < pooled["ci95_high"]
+        expected = ("A better" if pooled["ci95_low"] > 0 else "B better" if pooled["ci95_high"] < 0
+                    else "inconclusive")
+        assert pooled["verdict"] == expected
         by_oracle = vs_sft[(vs_sft["task"] == task) & (vs_sft["measure"] == "greedy_oracle")]
         assert (by_oracle["win"] == by_oracle["n_inputs"]).all()
         assert by_oracle["mean_difference"].to_numpy() == pytest.approx(0.05)
@@ -110,6 +113,7 @@ def test_win_rates_counts_and_bootstrap(report):
         assert row["mean_difference"] == pytest.approx(np.mean(a - b))
         assert row["ci95_low"] <= np.mean(a - b) <= row["ci95_high"]
     assert "pooled" in (out / "win_rates.md").read_text()
+    assert "Verdicts, pooled over seeds" in (out / "win_rates.md").read_text()
 
 
 def test_gkd_grid_placement(report):

@@ -69,3 +69,11 @@ def test_report_settings_defaults_and_errors():
                        ({"bootstrap_resamples": 5}, "bootstrap_resamples")):
         with pytest.raises(ConfigError, match=field):
             report_settings(make_config(**bad))
+
+
+def test_verdict_needs_a_ci_that_excludes_zero():
+    from xkdbench.reporting.tables import verdict
+    assert verdict(0.01, 0.2) == "A better"
+    assert verdict(-0.2, -0.01) == "B better"
+    assert verdict(-0.01, 0.2) == "inconclusive"
+    assert verdict(0.0, 0.2) == "inconclusive"  # a CI touching 0 does not exclude it

@@ -21,11 +21,6 @@ import logging
 from pathlib import Path
 
 from xkdbench.config import ExperimentConfig
-from xkdbench.io import write_text
-from xkdbench.reporting import figures, tables
-from xkdbench.reporting.collect import collect, expected_models
-from xkdbench.reporting.formatting import write_csv
-from xkdbench.reporting.gkd_grid import gkd_grid, write_gkd_grid
 from xkdbench.reporting.settings import ReportSettings, report_settings
 
 __all__ = ["build_report", "ReportSettings", "report_settings"]
@@ -34,6 +29,14 @@ log = logging.getLogger(__name__)
 
 def build_report(config: ExperimentConfig, results_dir: Path, out_dir: Path) -> dict[str, list[Path]]:
     """Write every table and figure of the study; returns {output name: [paths written]}."""
+    # Imported here, not at module level: every command validates its config through
+    # reporting.settings, and matplotlib/scipy would add over a second to each cell's start.
+    from xkdbench.io import write_text
+    from xkdbench.reporting import figures, tables
+    from xkdbench.reporting.collect import collect, expected_models
+    from xkdbench.reporting.formatting import write_csv
+    from xkdbench.reporting.gkd_grid import gkd_grid, write_gkd_grid
+
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     settings = report_settings(config)
     tidy, missing = collect(config, results_dir)

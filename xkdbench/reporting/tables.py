@@ -109,7 +109,16 @@ def _compare(a: pd.Series, b: pd.Series, settings: ReportSettings) -> dict:
     win, tie, lose = win_tie_lose(a, b)
     mean, low, high = paired_bootstrap(a, b, n_resamples=settings.bootstrap_resamples, seed=settings.bootstrap_seed)
     return {"n_inputs": len(a), "win": win, "tie": tie, "lose": lose, "mean_difference": mean,
-            "ci95_low": low, "ci95_high": high}
+            "ci95_low": low, "ci95_high": high, "verdict": verdict(low, high)}
+
+
+def verdict(ci_low: float, ci_high: float) -> str:
+    """What a paired difference A - B shows: only a 95% CI that excludes 0 picks a side."""
+    if ci_low > 0:
+        return "A better"
+    if ci_high < 0:
+        return "B better"
+    return "inconclusive"
 
 
 def win_rates(config: ExperimentConfig, settings: ReportSettings, results_dir: Path) -> pd.DataFrame:
@@ -138,17 +147,27 @@ def win_rates(config: ExperimentConfig, settings: ReportSettings, results_dir: P
                 rows += [{**ident, "seed": seed, **_compare(pair.iloc[:, 0], pair.iloc[:, 1], settings)}
                          for seed, pair in per_seed.items()]
     columns = ["task", "method_a", "method_b", "measure", "seed", "n_seeds", "n_inputs", "win", "tie", "lose",
-               "mean_difference", "ci95_low", "ci95_high"]
+               "mean_difference", "ci95_low", "ci95_high", "verdict"]
     return pd.DataFrame(rows, columns=columns)
 
 
 def write_win_rates(table: pd.DataFrame, settings: ReportSettings, out_dir: Path) -> list[Path]:
     md = [f"# Win / tie / lose (data fraction {settings.headline_fraction:g}, greedy decoding)\n"]
-    header = ["A vs B", "by", "seed", "inputs", "win", "tie", "lose", "mean A - B [95% CI]"]
+    pooled = table[table["seed"] == "pooled"]
+    if not pooled.empty:  # the claims view first: one verdict per task, pair and measure
+        header = ["task", "A vs B", "by", "seeds", "inputs", "win / tie / lose", "mean A - B [95% CI]", "verdict"]
+        body = [[r.task, f"{r.method_a} vs {r.method_b}", "score" if r.measure == "greedy_score" else "oracle",
+                 r.n_seeds, r.n_inputs, f"{r.win} / {r.tie} / {r.lose}",
+                 f"{r.mean_difference:+.4f} [{r.ci95_low:+.4f}, {r.ci95_high:+.4f}]", r.verdict]
+                for r in pooled.itertuples()]
+        md += ["## Verdicts, pooled over seeds\n", fmt.markdown(header, body),
+               "A verdict picks a side only when the 95% paired-bootstrap CI of the mean difference excludes 0.\n"]
+    header = ["A vs B", "by", "seed", "inputs", "win", "tie", "lose", "mean A - B [95% CI]", "verdict"]
     for task, rows in table.groupby("task", sort=False):
         body = [[f"{r.method_a} vs {r.method_b}", "score" if r.measure == "greedy_score" else "oracle", r.seed,
                  r.n_inputs, r.win, r.tie, r.lose,
-                 f"{r.mean_difference:+.4f} [{r.ci95_low:+.4f}, {r.ci95_high:+.4f}]"] for r in rows.itertuples()]
+                 f"{r.mean_difference:+.4f} [{r.ci95_low:+.4f}, {r.ci95_high:+.4f}]", r.verdict]
+                for r in rows.itertuples()]
         md += [f"## {task}\n", fmt.markdown(header, body),
                f"Per test input matched by index, over {fmt.count_label(rows['n_seeds'])} seeds; pooled rows count "
                f"every (seed, input) pair. Win: A's per-example score > B's, tie: within 1e-9. By score: "
