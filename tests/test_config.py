@@ -45,6 +45,12 @@ def experiment(**overrides):
     (experiment(models={"teacher": {"family": "gpt"}}), "config.models.teacher.family: unknown model family 'gpt'; allowed: llama, t5"),
     (experiment(models={"student": {"d_model": 30, "n_heads": 4}}), "config.models.student.d_model (30) must be divisible"),
     (experiment(evaluation={"samples_per_input": 1}), "config.evaluation.samples_per_input"),
+    (experiment(methods=[{"name": "g", "method": "gkd", "tasks": ["translation"]}]),
+     "config.methods[0].tasks: 'translation' is not allowed; allowed: reasoning"),
+    (experiment(methods=[{"name": "g", "method": "gkd", "fractions": [0.5]}]),
+     "config.methods[0].fractions: 0.5 is not allowed; allowed: 1.0"),
+    (experiment(methods=[{"name": "g", "method": "gkd", "tasks": []}]), "config.methods[0].tasks: an empty list"),
+    (experiment(methods=[{"name": "g", "method": "gkd", "fractions": "1"}]), "config.methods[0].fractions: expected a list"),
 ])
 def test_experiment_errors(data, message):
     with pytest.raises(ConfigError) as error:
@@ -73,3 +79,17 @@ def test_per_task_training_override():
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_variants_limited_to_tasks_and_fractions_have_only_their_cells():
+    cfg = from_dict(ExperimentConfig, experiment(
+        tasks={"reasoning": {}, "translation": {}}, fractions=[0.5, 1], seeds=[0, 1],
+        methods=[{"name": "sft", "method": "sft"},
+                 {"name": "grid", "method": "gkd", "divergence": "reverse_kl", "tasks": ["reasoning"], "fractions": [1]}]))
+    grid = cfg.method("grid")
+    assert grid.settings == {"divergence": "reverse_kl"}  # the two limits are not method settings
+    assert grid.runs_on("reasoning") and grid.runs_on("reasoning", 1.0) and not grid.runs_on("reasoning", 0.5)
+    assert not grid.runs_on("translation") and cfg.method("sft").runs_on("translation", 0.5)
+    cells = cfg.cells()
+    assert [c for c in cells if c[1] == "grid"] == [("reasoning", "grid", 1.0, 0), ("reasoning", "grid", 1.0, 1)]
+    assert len(cells) == 2 * 2 * 2 + 2  # sft everywhere, grid on one (task, fraction)

@@ -116,7 +116,7 @@ def cmd_check(args) -> None:
     cfg = load_config(args.config)
     for name in cfg.tasks:
         _task(cfg, name)
-    cells = len(cfg.tasks) * len(cfg.methods) * len(cfg.fractions) * len(cfg.seeds)
+    cells = cfg.cells()
     if args.json:  # what the workflow needs to know to build the DAG
         import json
 
@@ -126,10 +126,13 @@ def cmd_check(args) -> None:
             plan[entry.name] = {"method": entry.method, "needs_teacher": cls.needs_teacher(settings),
                                 "uses_teacher_outputs": cls.uses_teacher_outputs(settings),
                                 "learns_reward": cls.learned_reward.__func__ is not Method.learned_reward.__func__}
-        print(json.dumps({"cells": cells, "methods": plan}))
+        grid = [{"task": t, "method": m, "fraction": f"{f:g}", "seed": s} for t, m, f, s in cells]
+        print(json.dumps({"cells": grid, "methods": plan}))
         return
+    limited = sum(1 for m in cfg.methods if m.tasks is not None or m.fractions is not None)
+    note = f" ({limited} of the variants limited to some tasks or fractions)" if limited else ""
     print(f"{args.config}: valid; {len(cfg.tasks)} tasks x {len(cfg.methods)} methods x "
-          f"{len(cfg.fractions)} fractions x {len(cfg.seeds)} seeds = {cells} cells")
+          f"{len(cfg.fractions)} fractions x {len(cfg.seeds)} seeds{note}: {len(cells)} cells")
 
 
 def cmd_prepare_data(args) -> None:
@@ -280,6 +283,8 @@ def _reward_diagnostic(args, cfg, task, examples, model, reward_fn, records, dev
     from xkdbench.models import load_model
 
     task_cfg = cfg.task(args.task)
+    # the inputs of the diversity study (evaluation.sampled_inputs), whose samples the student already has
+    examples, records = examples[:cfg.evaluation.sampled_inputs], records[:cfg.evaluation.sampled_inputs]
     outputs = {"student": [[r["greedy"], *r.get("samples", {}).get("1", [])] for r in records]}
     if args.teacher:
         teacher = load_model(_existing(args.teacher, "--teacher"))

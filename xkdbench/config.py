@@ -160,6 +160,9 @@ class EvaluationConfig:
     limit: int | None = None  # evaluate the first `limit` inputs only (None: all)
     # data fractions whose cells also get the sampled outputs (diversity study); None: every fraction
     sampled_fractions: list[float] | None = None
+    # the diversity study samples the first `sampled_inputs` evaluated inputs (None: all of them); sampling
+    # k outputs at every temperature costs many times the greedy pass, and a mean needs fewer inputs
+    sampled_inputs: int | None = None
 
     def validate(self, where: str) -> None:
         check_range(f"{where}.batch_size", self.batch_size, 1)
@@ -171,6 +174,8 @@ class EvaluationConfig:
         check_choice(f"{where}.split", self.split, ("validation", "test"))
         if self.limit is not None:
             check_range(f"{where}.limit", self.limit, 1)
+        if self.sampled_inputs is not None:
+            check_range(f"{where}.sampled_inputs", self.sampled_inputs, 1)
 
 
 @dataclass
@@ -232,11 +237,15 @@ class MethodEntry:
     """A method variant: a display name, a registry key and that method's settings.
 
     In YAML the settings sit beside the two keys: `{name: gkd_rkl_on, method: gkd, divergence: reverse_kl}`.
+    Two more keys limit where the variant runs (default: every task and fraction of the study), so a
+    side study such as the GKD grid costs only its own cells: `tasks: [reasoning], fractions: [1.0]`.
     """
 
     name: str
     method: str
     settings: dict[str, Any] = field(default_factory=dict)
+    tasks: list[str] | None = None  # None: every task of the study
+    fractions: list[float] | None = None  # None: every fraction of the study
 
     @classmethod
     def from_config(cls, data: Any, where: str) -> MethodEntry:
@@ -245,8 +254,21 @@ class MethodEntry:
         for key in ("name", "method"):
             if not isinstance(data.get(key), str) or not data[key]:
                 raise ConfigError(f"{where}.{key}: required (a non-empty string)")
-        settings = {k: v for k, v in data.items() if k not in ("name", "method")}
-        return cls(name=data["name"], method=data["method"], settings=settings)
+        tasks = None if data.get("tasks") is None else _coerce(data["tasks"], list[str], f"{where}.tasks")
+        fractions = (None if data.get("fractions") is None
+                     else _coerce(data["fractions"], list[float], f"{where}.fractions"))
+        for key, value in (("tasks", tasks), ("fractions", fractions)):
+            if value is not None and not value:
+                raise ConfigError(f"{where}.{key}: an empty list runs the variant nowhere; omit the key to run it "
+                                  "everywhere")
+        settings = {k: v for k, v in data.items() if k not in ("name", "method", "tasks", "fractions")}
+        return cls(name=data["name"], method=data["method"], settings=settings, tasks=tasks, fractions=fractions)
+
+    def runs_on(self, task: str, fraction: float | None = None) -> bool:
+        """Whether the study has cells of this variant on `task` (at `fraction`, when given)."""
+        if self.tasks is not None and task not in self.tasks:
+            return False
+        return fraction is None or self.fractions is None or float(fraction) in self.fractions
 
 
 @dataclass
@@ -291,7 +313,11 @@ class ExperimentConfig:
                 raise ConfigError(f"{where}.methods[{i}].name: {entry.name!r} is used twice; names must be unique")
             seen.add(entry.name)
             settings = method_config(entry.method, entry.settings, f"{where}.methods[{i}].settings")
-            for task in self.tasks:
+            for task in entry.tasks or []:
+                check_choice(f"{where}.methods[{i}].tasks", task, self.tasks)
+            for f in entry.fractions or []:
+                check_choice(f"{where}.methods[{i}].fractions", f, [float(x) for x in self.fractions])
+            for task in (t for t in self.tasks if entry.runs_on(t)):
                 METHODS.get(entry.method).check_training(settings, self.training("distill", task),
                                                          f"{where}.tasks.{task}.distill (or {where}.distill)")
         for i, f in enumerate(self.fractions):
@@ -299,6 +325,11 @@ class ExperimentConfig:
         from xkdbench.reporting.settings import report_settings
 
         report_settings(self)  # the report section names methods and fractions: check them now
+
+    def cells(self) -> list[tuple[str, str, float, int]]:
+        """Every (task, method variant, fraction, seed) of the study, in config order."""
+        return [(task, m.name, float(f), s) for task in self.tasks for m in self.methods
+                for f in self.fractions if m.runs_on(task, f) for s in self.seeds]
 
     def training(self, section: str, task: str) -> TrainingConfig:
         """The training config of `section` for `task`, with the task's overrides applied."""

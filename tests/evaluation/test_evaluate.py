@@ -52,3 +52,16 @@ def test_greedy_scores_equal_the_task_score_of_the_outputs(setup):
     metrics, records = run(setup, 0, samples_per_input=0)
     assert metrics["sampling"] == {}
     assert metrics["greedy"] == task.score([r["greedy"] for r in records], examples)
+
+
+def test_sampled_inputs_limits_only_the_diversity_study(setup):
+    task, model, examples = setup
+    full_metrics, full_records = run(setup, 0)
+    metrics, records = run(setup, 0, sampled_inputs=4)
+    assert metrics["greedy"] == full_metrics["greedy"] and len(records) == len(examples)  # greedy: every input
+    assert metrics["sampled_inputs"] == 4 and full_metrics["sampled_inputs"] == len(examples)
+    assert [("samples" in r) for r in records] == [True] * 4 + [False] * (len(examples) - 4)
+    for temperature, quality in metrics["sampling"].items():  # the sample scores are those of the 4 inputs' samples
+        flat = [s for r in records[:4] for s in r["samples"][temperature]]
+        repeated = [ex for ex in examples[:4] for _ in range(3)]
+        assert quality["bleu"] == pytest.approx(task.score(flat, repeated)["bleu"])

@@ -48,8 +48,8 @@ def test_lm_eval_equals_the_suite(tmp_path, monkeypatch, task, metrics):
     theirs = json.loads((tmp_path / "theirs" / "lm_eval_metrics.json").read_text())
     our_outputs = [json.loads(line)["greedy"] for line in open(tmp_path / "ours" / "outputs.jsonl")]
     their_outputs = [json.loads(line)["output"] for line in open(tmp_path / "theirs" / "lm_eval_outputs.jsonl")]
-    same = sum(a.strip() == b for a, b in zip(their_outputs, our_outputs))
     assert len(their_outputs) == len(our_outputs)
+    same = sum(a.strip() == b for a, b in zip(their_outputs, our_outputs, strict=True))
     # Greedy decoding of the same checkpoint; lm-eval batches and pads differently, so a near-tie
     # between two tokens can rarely flip (seen once in 24 long reasoning outputs of a tiny model).
     assert same >= 0.9 * len(our_outputs), (same, len(our_outputs))

@@ -10,17 +10,20 @@ from scipy import stats
 
 from tests.reporting.conftest import (
     FRACTIONS,
+    METHODS,
     MISSING,
     N_INPUTS,
     SEEDS,
     TASKS,
     TEMPERATURES,
+    _write_model,
     example_scores,
     headline,
     make_config,
     oracle,
     write_results,
 )
+from xkdbench.config import ExperimentConfig, from_dict
 from xkdbench.reporting import build_report
 from xkdbench.reporting.gkd_grid import grid_pivot
 
@@ -175,3 +178,32 @@ def test_partial_and_empty_results_do_not_crash(tmp_path):
     expected = len(TASKS) * (1 + len(SEEDS) + len(FRACTIONS) * len(SEEDS))
     assert (tmp_path / "empty" / "missing_cells.txt").read_text().count("eval/metrics.json missing") == expected
     assert pd.read_csv(tmp_path / "empty" / "main_table.csv").empty
+
+
+def test_a_variant_limited_to_one_task_and_fraction(tmp_path):
+    """A side-study variant (the GKD grid's) has rows only where it ran, and no missing cells elsewhere."""
+    from xkdbench.reporting.figures import curve_variants
+
+    results, out = tmp_path / "results", tmp_path / "out"
+    write_results(results)
+    limited = {"name": "gkd_fkl_on", "method": "gkd", "divergence": "forward_kl", "student_data_fraction": 1.0,
+               "tasks": ["reasoning"], "fractions": [1.0]}
+    config = from_dict(ExperimentConfig, {
+        "name": "synthetic", "tasks": {t: {} for t in TASKS}, "methods": [*METHODS, limited], "fractions": FRACTIONS,
+        "seeds": SEEDS, "evaluation": {"sampling_temperatures": TEMPERATURES},
+        "report": {"win_rate_pairs": [["gkd_fkl_on", "sft"]]}})
+    for seed in SEEDS:
+        _write_model(results / "cells/reasoning/gkd_fkl_on/f1" / f"seed{seed}", "reasoning", "gkd_jsd09", 1.0, seed, 3)
+    build_report(config, results, out)
+    tidy = pd.read_csv(out / "all_cells.csv")
+    rows = tidy[(tidy["method"] == "gkd_fkl_on") & (tidy["decoding"] == "greedy")]
+    assert set(zip(rows["task"], rows["fraction"], strict=True)) == {("reasoning", 1.0)} and len(rows) == 3
+    assert "gkd_fkl_on" not in (out / "missing_cells.txt").read_text()
+    main = pd.read_csv(out / "main_table.csv")
+    assert set(main.loc[main["model"] == "gkd_fkl_on", "task"]) == {"reasoning"}
+    grid = grid_pivot(pd.read_csv(out / "gkd_grid.csv"))
+    assert grid.loc[1.0, "FKL"] == pytest.approx(np.mean([headline("reasoning", "gkd_jsd09", 1.0, s) for s in SEEDS]))
+    # one fraction is no curve: the line figures draw only the variants run at every fraction
+    assert "gkd_fkl_on" not in [m.name for m in curve_variants(config, "reasoning")]
+    wins = pd.read_csv(out / "win_rates.csv")
+    assert set(wins["task"]) == {"reasoning"}  # the pair exists only where both ran

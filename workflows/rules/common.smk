@@ -12,7 +12,6 @@ RESULTS = f"results/{NAME}"
 FIGURES = f"paper_figures/{NAME}"
 TASKS = list(config["tasks"])
 METHODS = [m["name"] for m in config["methods"]]
-FRACTIONS = [f"{float(f):g}" for f in config["fractions"]]
 SEEDS = [int(s) for s in config["seeds"]]
 CFG = f"{RESULTS}/config.yaml"
 
@@ -36,7 +35,9 @@ def _plan():
 
 
 _write_resolved_config()
-PLAN = _plan()["methods"]
+_CHECKED = _plan()
+PLAN = _CHECKED["methods"]  # per variant: what it needs (teacher outputs, a learned reward)
+CELLS = _CHECKED["cells"]  # every (task, method, fraction, seed); a variant may be limited to some
 
 
 wildcard_constraints:

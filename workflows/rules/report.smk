@@ -1,9 +1,8 @@
 # Aggregation: every metrics.json -> the tidy table, the paper's tables and figures.
 
-CELL_METRICS = expand(
-    f"{RESULTS}/cells/{{task}}/{{method}}/f{{fraction}}/seed{{seed}}/eval/metrics.json",
-    task=TASKS, method=METHODS, fraction=FRACTIONS, seed=SEEDS,
-)
+CELL_METRICS = [
+    f"{RESULTS}/cells/{c['task']}/{c['method']}/f{c['fraction']}/seed{c['seed']}/eval/metrics.json" for c in CELLS
+]
 REFERENCE_METRICS = expand(f"{RESULTS}/teacher/{{task}}/eval/metrics.json", task=TASKS) + expand(
     f"{RESULTS}/student_init/{{task}}/seed{{seed}}/eval/metrics.json", task=TASKS, seed=SEEDS
 )

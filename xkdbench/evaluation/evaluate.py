@@ -47,12 +47,16 @@ def evaluate(model: Seq2SeqLM, task, examples: list[dict], cfg: EvaluationConfig
             record["greedy_oracle"] = task.oracle_score(ex, record["greedy"])
     metrics["sampling"] = {}
     k = cfg.samples_per_input
+    sampled = examples[:cfg.sampled_inputs]  # slicing with None keeps all
+    if k:
+        metrics["sampled_inputs"] = len(sampled)
     for temperature in cfg.sampling_temperatures if k else []:
         torch.manual_seed(seed)  # the same sampling noise for every model evaluated with this seed
-        samples = decode_all(model, prompts, batch_size=max(1, cfg.batch_size // k), max_new_tokens=max_new_tokens,
-                             do_sample=True, temperature=temperature, num_samples=k, autocast=autocast)
+        samples = decode_all(model, prompts[:len(sampled)], batch_size=max(1, cfg.batch_size // k),
+                             max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature, num_samples=k,
+                             autocast=autocast)
         flat = [s for per_input in samples for s in per_input]
-        repeated = [ex for ex in examples for _ in range(k)]
+        repeated = [ex for ex in sampled for _ in range(k)]
         quality = task.score(flat, repeated)
         quality.update(self_bleu=self_bleu(samples), distinct_1=distinct_n_per_input(samples, 1),
                        distinct_2=distinct_n_per_input(samples, 2))

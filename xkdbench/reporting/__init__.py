@@ -13,6 +13,7 @@ Outputs in out_dir (an empty list in the returned dict marks an output skipped, 
   win_rates.{csv,md}     win/tie/lose per configured pair, per seed and pooled, paired bootstrap CI
   gkd_grid.{csv,md}      student_data_fraction x divergence of the gkd variants on gkd_grid_task
   cost.{csv,md}          training cost per task and method variant
+  claims.{csv,md}        each configured claim of the source papers: effect, 95% CI, verdict
   figures/{data_efficiency,performance_diversity,gkd_grid,cost}.{png,pdf}
 """
 from __future__ import annotations
@@ -32,7 +33,7 @@ def build_report(config: ExperimentConfig, results_dir: Path, out_dir: Path) -> 
     # Imported here, not at module level: every command validates its config through
     # reporting.settings, and matplotlib/scipy would add over a second to each cell's start.
     from xkdbench.io import write_text
-    from xkdbench.reporting import figures, tables
+    from xkdbench.reporting import claims, figures, tables
     from xkdbench.reporting.collect import collect, expected_models
     from xkdbench.reporting.formatting import write_csv
     from xkdbench.reporting.gkd_grid import gkd_grid, write_gkd_grid
@@ -57,6 +58,11 @@ def build_report(config: ExperimentConfig, results_dir: Path, out_dir: Path) -> 
         paths["win_rates"] = []
         log.info("win rates skipped: no pairs (set report.win_rate_pairs, or configure an xkd method)")
     paths["cost_table"] = tables.write_cost_table(tables.cost_table(tidy, config), out_dir)
+    if settings.claims:
+        paths["claims"] = claims.write_claims(claims.claims_table(config, settings, results_dir), settings, out_dir)
+    else:
+        paths["claims"] = []
+        log.info("claims skipped: none configured (report.claims)")
 
     colors = figures.method_colors(config)
     for name, draw in (("data_efficiency", figures.data_efficiency),

@@ -53,8 +53,10 @@ def expected_models(config: ExperimentConfig) -> list[Model]:
     for task in config.tasks:
         models.append(Model(task, "teacher", "teacher", "teacher", math.nan, 0))
         models += [Model(task, "student_init", "student_init", "student_init", math.nan, s) for s in config.seeds]
-        models += [Model(task, m.name, m.method, "distilled", float(f), s)
-                   for m in config.methods for f in config.fractions for s in config.seeds]
+    keys = {m.name: m.method for m in config.methods}
+    for task, name, fraction, seed in config.cells():
+        models.append(Model(task, name, keys[name], "distilled", fraction, seed))
+    models.sort(key=lambda m: list(config.tasks).index(m.task))  # stable: references, then cells, per task
     return models
 
 

@@ -26,12 +26,24 @@ REFERENCE_LABELS = {"teacher": "teacher", "student_init": "student init (SFT)"}
 
 
 def method_colors(config: ExperimentConfig) -> dict[str, tuple]:
-    """One colour per model name, in config order (the same in every figure of a study)."""
-    names = [m.name for m in config.methods]
+    """One colour per model name, in config order (the same in every figure of a study); the variants
+    of the whole grid come first, so the line figures never repeat a colour before tab20 runs out."""
+    names = sorted((m.name for m in config.methods), key=lambda n: _limited(config, n))
     cmap = matplotlib.colormaps["tab10" if len(names) <= 9 else "tab20"]
     palette = [cmap(i) for i in range(cmap.N) if cmap.N != 10 or i != 7]  # tab10's grey is the references'
     colors = {name: palette[i % len(palette)] for i, name in enumerate(names)}
     return {**{r: matplotlib.colors.to_rgba(c) for r, c in REFERENCE_COLORS.items()}, **colors}
+
+
+def _limited(config: ExperimentConfig, name: str) -> bool:
+    entry = config.method(name)
+    return entry.tasks is not None or entry.fractions is not None
+
+
+def curve_variants(config: ExperimentConfig, task: str) -> list:
+    """The variants drawn as curves on a task: those run at every fraction of the study there. Side
+    studies limited to some fractions (the GKD grid) are in the tables and the grid figure instead."""
+    return [m for m in config.methods if all(m.runs_on(task, f) for f in config.fractions)]
 
 
 def _figure(ncols: int, width: float = 5.0, height: float = 4.0) -> tuple[Figure, list]:
@@ -80,7 +92,7 @@ def data_efficiency(tidy, config: ExperimentConfig, settings: ReportSettings, co
             mean = t_interval(rows.loc[rows["method"] == name, "headline"])[0]
             if not math.isnan(mean):
                 ax.axhline(mean, color=colors[name], linestyle="--", linewidth=1.2, label=REFERENCE_LABELS[name])
-        for entry in config.methods:
+        for entry in curve_variants(config, task):
             runs = rows[rows["method"] == entry.name]
             stats = [(f, *t_interval(g["headline"])) for f, g in runs.groupby("fraction")]
             if not stats:
@@ -115,7 +127,7 @@ def performance_diversity(tidy, config: ExperimentConfig, settings: ReportSettin
         quality = "oracle" if has_oracle else "headline"  # the samples' headline metric otherwise
         metric = "oracle" if has_oracle else (rows["headline_metric"].iloc[0] if len(rows) else "headline")
         annotated = False
-        for name in [*REFERENCES, *(m.name for m in config.methods)]:
+        for name in [*REFERENCES, *(m.name for m in curve_variants(config, task))]:
             runs = rows[rows["method"] == name]
             if runs.empty or "self_bleu" not in runs:
                 continue

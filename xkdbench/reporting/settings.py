@@ -8,6 +8,10 @@ Keys (all optional):
   other variant; none when there is no such variant): a list of ``[A, B]`` name pairs. A and B are method
   variant names, or ``teacher`` / ``student_init``.
 - ``gkd_grid_task`` (default ``reasoning``): the task of the GKD grid (skipped when it is not configured).
+- ``claims`` (default none): the source papers' claims to test, each ``{claim: text, a: A, b: B}`` with
+  optional ``tasks`` (default: every task where both ran), ``fraction`` (default the headline fraction)
+  and ``measure`` (``score``: the per-example task metric, default; or ``oracle``). Each is checked as
+  "A scores higher than B" by a paired bootstrap over (seed, test input) pairs.
 - ``bootstrap_resamples`` (default 9999): resamples of each paired bootstrap.
 - ``bootstrap_seed`` (default 0): seed of the paired bootstrap, so reports are reproducible.
 """
@@ -18,7 +22,21 @@ from dataclasses import dataclass
 from xkdbench.config import ConfigError, ExperimentConfig, check_range
 
 REFERENCES = ("teacher", "student_init")
-KEYS = ("headline_fraction", "win_rate_pairs", "gkd_grid_task", "bootstrap_resamples", "bootstrap_seed")
+KEYS = ("headline_fraction", "win_rate_pairs", "gkd_grid_task", "bootstrap_resamples", "bootstrap_seed", "claims")
+CLAIM_KEYS = ("claim", "a", "b", "tasks", "fraction", "measure")
+MEASURES = {"score": "greedy_score", "oracle": "greedy_oracle"}  # claim measure -> per-example column
+
+
+@dataclass(frozen=True)
+class Claim:
+    """'A scores higher than B' on `tasks` at data `fraction`, by `measure` (a per-example column)."""
+
+    text: str
+    a: str
+    b: str
+    tasks: tuple[str, ...]
+    fraction: float
+    measure: str
 
 
 @dataclass(frozen=True)
@@ -28,6 +46,7 @@ class ReportSettings:
     gkd_grid_task: str
     bootstrap_resamples: int
     bootstrap_seed: int
+    claims: tuple[Claim, ...] = ()
 
 
 def report_settings(config: ExperimentConfig) -> ReportSettings:
@@ -79,4 +98,43 @@ def report_settings(config: ExperimentConfig) -> ReportSettings:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where}.{key}: expected an integer, got {value!r}")
         check_range(f"{where}.{key}", value, low)
-    return ReportSettings(fraction, tuple(pairs), task, resamples, seed)
+    claims = tuple(_claim(config, item, f"{where}.claims[{i}]", fraction, names + list(REFERENCES))
+                   for i, item in enumerate(_list(report.get("claims"), f"{where}.claims")))
+    return ReportSettings(fraction, tuple(pairs), task, resamples, seed, claims)
+
+
+def _list(value, where: str) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: expected a list, got {value!r}")
+    return value
+
+
+def _claim(config: ExperimentConfig, item, where: str, headline_fraction: float, allowed: list[str]) -> Claim:
+    if not isinstance(item, dict):
+        raise ConfigError(f"{where}: expected a mapping with keys claim, a, b, got {item!r}")
+    unknown = sorted(set(item) - set(CLAIM_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(CLAIM_KEYS)}")
+    for key in ("claim", "a", "b"):
+        if not isinstance(item.get(key), str) or not item[key]:
+            raise ConfigError(f"{where}.{key}: required (a non-empty string)")
+    for key in ("a", "b"):
+        if item[key] not in allowed:
+            raise ConfigError(f"{where}.{key}: {item[key]!r} is not a method variant; allowed: {', '.join(allowed)}")
+    if item["a"] == item["b"]:
+        raise ConfigError(f"{where}: a and b must differ, both are {item['a']!r}")
+    tasks = _list(item.get("tasks"), f"{where}.tasks") or list(config.tasks)
+    for task in tasks:
+        if task not in config.tasks:
+            raise ConfigError(f"{where}.tasks: {task!r} is not a task of the study; allowed: {', '.join(config.tasks)}")
+    fraction = item.get("fraction", headline_fraction)
+    fractions = [float(f) for f in config.fractions]
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or float(fraction) not in fractions:
+        raise ConfigError(f"{where}.fraction: {fraction!r} is not a configured fraction; "
+                          f"allowed: {', '.join(f'{f:g}' for f in fractions)}")
+    measure = item.get("measure", "score")
+    if measure not in MEASURES:
+        raise ConfigError(f"{where}.measure: {measure!r} is not allowed; allowed: {', '.join(MEASURES)}")
+    return Claim(item["claim"], item["a"], item["b"], tuple(tasks), float(fraction), MEASURES[measure])

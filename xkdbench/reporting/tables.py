@@ -26,9 +26,11 @@ def headline_rows(tidy: pd.DataFrame, fraction: float, decoding: str = "greedy")
     return rows[(rows["role"] != "distilled") | (rows["fraction"] == fraction)]
 
 
-def model_order(config: ExperimentConfig) -> list[tuple[str, str, str]]:
-    """(name, method key, role) of the main table's rows: references first, then config order."""
-    return [(r, r, r) for r in REFERENCES] + [(m.name, m.method, "distilled") for m in config.methods]
+def model_order(config: ExperimentConfig, task: str, fraction: float) -> list[tuple[str, str, str]]:
+    """(name, method key, role) of the main table's rows: references first, then config order (the
+    variants that have cells on `task` at `fraction`)."""
+    return [(r, r, r) for r in REFERENCES] + [(m.name, m.method, "distilled") for m in config.methods
+                                              if m.runs_on(task, fraction)]
 
 
 # -- 1. main table ------------------------------------------------------------------------------
@@ -45,7 +47,7 @@ def main_table(tidy: pd.DataFrame, config: ExperimentConfig, settings: ReportSet
             metrics.append("oracle")
         for metric in metrics:
             block = []
-            for name, key, role in model_order(config):
+            for name, key, role in model_order(config, task, settings.headline_fraction):
                 runs = here[here["method"] == name]
                 mean, ci, n = t_interval(runs[metric])
                 block.append({"task": task, "model": name, "method_key": key, "role": role,
@@ -105,7 +107,7 @@ def _model(config: ExperimentConfig, task: str, name: str, fraction: float, seed
     return Model(task, name, config.method(name).method, "distilled", fraction, seed)
 
 
-def _compare(a: pd.Series, b: pd.Series, settings: ReportSettings) -> dict:
+def compare(a: pd.Series, b: pd.Series, settings: ReportSettings) -> dict:
     win, tie, lose = win_tie_lose(a, b)
     mean, low, high = paired_bootstrap(a, b, n_resamples=settings.bootstrap_resamples, seed=settings.bootstrap_seed)
     return {"n_inputs": len(a), "win": win, "tie": tie, "lose": lose, "mean_difference": mean,
@@ -121,30 +123,43 @@ def verdict(ci_low: float, ci_high: float) -> str:
     return "inconclusive"
 
 
+class PairedScores:
+    """Per-example scores of two models on the same test inputs, read once per model."""
+
+    def __init__(self, config: ExperimentConfig, results_dir: Path):
+        self.config, self.results_dir, self._cache = config, results_dir, {}
+
+    def _scores(self, model: Model) -> pd.DataFrame | None:
+        if model not in self._cache:
+            self._cache[model] = per_example_scores(self.results_dir, model)
+        return self._cache[model]
+
+    def per_seed(self, task: str, a_name: str, b_name: str, fraction: float, measure: str) -> dict:
+        """{seed: two columns (A, B) of `measure`, matched by test input index} plus "pooled" (every
+        (seed, input) pair) when any seed has both models; seeds missing either model are left out."""
+        paired = {}
+        for seed in self.config.seeds:
+            a = self._scores(_model(self.config, task, a_name, fraction, seed))
+            b = self._scores(_model(self.config, task, b_name, fraction, seed))
+            if a is None or b is None:
+                continue
+            joined = a.add_suffix("_a").join(b.add_suffix("_b"), how="inner")[[f"{measure}_a", f"{measure}_b"]].dropna()
+            if not joined.empty:
+                paired[seed] = joined
+        if paired:
+            paired["pooled"] = pd.concat(paired.values())
+        return paired
+
+
 def win_rates(config: ExperimentConfig, settings: ReportSettings, results_dir: Path) -> pd.DataFrame:
     """Per task, pair, measure (greedy_score, greedy_oracle): a row per seed and a pooled row."""
-    rows, cache = [], {}
-
-    def scores(model: Model):
-        if model not in cache:
-            cache[model] = per_example_scores(results_dir, model)
-        return cache[model]
-
+    rows, scores = [], PairedScores(config, results_dir)
     for task in config.tasks:
         for a_name, b_name in settings.win_rate_pairs:
-            paired = {}
-            for seed in config.seeds:
-                a = scores(_model(config, task, a_name, settings.headline_fraction, seed))
-                b = scores(_model(config, task, b_name, settings.headline_fraction, seed))
-                if a is not None and b is not None:  # matched by test input index
-                    paired[seed] = a.add_suffix("_a").join(b.add_suffix("_b"), how="inner")
             for measure in ("greedy_score", "greedy_oracle"):
-                per_seed = {seed: joined[[f"{measure}_a", f"{measure}_b"]].dropna() for seed, joined in paired.items()}
-                per_seed = {seed: pair for seed, pair in per_seed.items() if not pair.empty}
-                if per_seed:
-                    per_seed["pooled"] = pd.concat(per_seed.values())
+                per_seed = scores.per_seed(task, a_name, b_name, settings.headline_fraction, measure)
                 ident = dict(task=task, method_a=a_name, method_b=b_name, measure=measure, n_seeds=len(per_seed) - 1)
-                rows += [{**ident, "seed": seed, **_compare(pair.iloc[:, 0], pair.iloc[:, 1], settings)}
+                rows += [{**ident, "seed": seed, **compare(pair.iloc[:, 0], pair.iloc[:, 1], settings)}
                          for seed, pair in per_seed.items()]
     columns = ["task", "method_a", "method_b", "measure", "seed", "n_seeds", "n_inputs", "win", "tie", "lose",
                "mean_difference", "ci95_low", "ci95_high", "verdict"]

@@ -1,0 +1,66 @@
+"""Claims: configured in `report.claims`, checked by the paired bootstrap, verdict from the interval."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.reporting.conftest import MISSING, N_INPUTS, SEEDS, example_scores, make_config, write_results
+from xkdbench.config import ConfigError
+from xkdbench.reporting import build_report
+from xkdbench.reporting.settings import report_settings
+
+CLAIMS = [
+    {"claim": "gkd beats sft by the oracle", "a": "gkd_jsd09", "b": "sft", "measure": "oracle"},
+    {"claim": "sft beats gkd by the oracle", "a": "sft", "b": "gkd_jsd09", "measure": "oracle", "tasks": ["reasoning"]},
+    {"claim": "gkd beats sft by the score at half the data", "a": "gkd_jsd09", "b": "sft", "fraction": 0.5,
+     "tasks": ["summarization"]},
+]
+
+
+@pytest.fixture(scope="module")
+def claims(tmp_path_factory):
+    root = tmp_path_factory.mktemp("claims")
+    write_results(root / "results")
+    config = make_config(claims=CLAIMS, bootstrap_resamples=999)
+    build_report(config, root / "results", root / "out")
+    return pd.read_csv(root / "out" / "claims.csv"), (root / "out" / "claims.md").read_text()
+
+
+def test_a_claim_row_per_task_with_the_pooled_effect(claims):
+    table, _ = claims
+    assert list(table["claim"]) == [CLAIMS[0]["claim"]] * 2 + [CLAIMS[1]["claim"], CLAIMS[2]["claim"]]
+    first = table.iloc[0]  # summarization, every seed present: the oracle is 0.05 higher on every input
+    assert (first["task"], first["n_seeds"], first["n_inputs"]) == ("summarization", 3, 3 * N_INPUTS)
+    assert first["mean_difference"] == pytest.approx(0.05)
+    assert first["verdict"] == "reproduced" and first["seeds_a_better"] == 3
+    reasoning = table.iloc[1]  # one reasoning cell of gkd_jsd09 is missing: its seed drops out of the pairs
+    assert reasoning["task"] == MISSING[0] and reasoning["n_seeds"] == len(SEEDS) - 1
+    assert table.iloc[2]["verdict"] == "not reproduced (B better)"
+
+
+def test_the_verdict_follows_the_interval(claims):
+    table, md = claims
+    row = table.iloc[3]  # by score: +0.1 on 5 inputs, -0.2 on 3, tie on 12, in every seed
+    diffs = np.concatenate([example_scores("summarization", "gkd_jsd09", s)[0] - example_scores("summarization", "sft", s)[0]
+                            for s in SEEDS])
+    assert row["mean_difference"] == pytest.approx(diffs.mean())
+    expected = ("reproduced" if row["ci95_low"] > 0 else "not reproduced (B better)" if row["ci95_high"] < 0
+                else "inconclusive")
+    assert row["verdict"] == expected and row["ci95_low"] <= row["mean_difference"] <= row["ci95_high"]
+    assert "**reproduced**" in md and "paired bootstrap" in md
+
+
+@pytest.mark.parametrize("claim,message", [
+    ({"claim": "x", "a": "gkd_jsd09"}, "config.report.claims[0].b: required"),
+    ({"claim": "x", "a": "gkd", "b": "sft"}, "config.report.claims[0].a: 'gkd' is not a method variant"),
+    ({"claim": "x", "a": "sft", "b": "sft"}, "config.report.claims[0]: a and b must differ"),
+    ({"claim": "x", "a": "gkd_jsd09", "b": "sft", "fraction": 0.3}, "config.report.claims[0].fraction: 0.3 is not"),
+    ({"claim": "x", "a": "gkd_jsd09", "b": "sft", "measure": "bleu"}, "config.report.claims[0].measure: 'bleu'"),
+    ({"claim": "x", "a": "gkd_jsd09", "b": "sft", "tasks": ["translation"]}, "config.report.claims[0].tasks: 'translation'"),
+    ({"claim": "x", "a": "gkd_jsd09", "b": "sft", "seeds": [0]}, "config.report.claims[0]: unknown key(s) 'seeds'"),
+])
+def test_bad_claims_are_named(claim, message):
+    with pytest.raises(ConfigError) as error:
+        report_settings(make_config(claims=[claim]))
+    assert message in str(error.value)
