@@ -251,7 +251,9 @@ def _evaluate_checkpoint(args, cfg: ExperimentConfig, checkpoint: Path, out: Pat
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else None
     metrics, records = evaluate(model, task, examples, evaluation, max_prompt_tokens=task_cfg.max_prompt_tokens,
                                 max_new_tokens=task_cfg.max_target_tokens, seed=args.seed, autocast=autocast)
-    reward_fn = _learned_reward(checkpoint, model)
+    # The learned-reward diagnostic ranks held-out samples, so it runs where the samples are drawn
+    # (evaluation.sampled_fractions); elsewhere it would sample the teacher for one greedy output each.
+    reward_fn = _learned_reward(checkpoint, model) if with_samples else None
     if reward_fn is not None and task.has_oracle:
         metrics["learned_reward"] = _reward_diagnostic(args, cfg, task, examples, model, reward_fn, records, device)
     metrics.update(task=args.task, checkpoint=str(checkpoint), seed=args.seed)
