@@ -306,6 +306,8 @@ class ExperimentConfig:
                 raise ConfigError(f"{where}.tasks.{name}.options: {e}") from None
             for section in ("teacher_training", "student_init", "distill"):
                 self.training(section, name)  # validates the per-task override now
+        for i, f in enumerate(self.fractions):
+            check_range(f"{where}.fractions[{i}]", f, 0, 1, low_open=True)
         seen = set()
         for i, entry in enumerate(self.methods):
             check_choice(f"{where}.methods[{i}].method", entry.method, METHODS.names())
@@ -320,8 +322,6 @@ class ExperimentConfig:
             for task in (t for t in self.tasks if entry.runs_on(t)):
                 METHODS.get(entry.method).check_training(settings, self.training("distill", task),
                                                          f"{where}.tasks.{task}.distill (or {where}.distill)")
-        for i, f in enumerate(self.fractions):
-            check_range(f"{where}.fractions[{i}]", f, 0, 1, low_open=True)
         from xkdbench.reporting.settings import report_settings
 
         report_settings(self)  # the report section names methods and fractions: check them now
