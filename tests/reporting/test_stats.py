@@ -56,6 +56,15 @@ def test_placement_uses_the_gkd_config_defaults():
     assert placement({"divergence": "reverse_kl", "student_data_fraction": 0.0}) == (0.0, "RKL")
 
 
+def test_the_off_policy_row_takes_the_same_objective_under_other_names():
+    # GKD with student_data_fraction 0 is the divergence on gold outputs: token_divergence, or supervised_kd
+    assert placement({"divergence": "reverse_kl"}, "token_divergence") == (0.0, "RKL")
+    assert placement({"divergence": "jsd", "beta": 0.1}, "token_divergence") == (0.0, "JSD(0.1)")
+    assert placement({}, "supervised_kd") == (0.0, "FKL")
+    assert placement({"hard_label_weight": 0.5}, "supervised_kd") is None  # adds a gold NLL: another objective
+    assert placement({}, "seqkd") is None
+
+
 def test_report_settings_defaults_and_errors():
     settings = report_settings(make_config())
     assert settings.headline_fraction == 1.0 and settings.win_rate_pairs == () and settings.gkd_grid_task == "reasoning"

@@ -2,7 +2,10 @@
 
 Each variant with registry key "gkd" is placed by its resolved settings: missing settings take the GKD
 config's own defaults (divergence "jsd", student_data_fraction 0.5) and a JSD without beta the
-divergence's default beta 0.5. Labels follow the GKD convention (beta = the teacher's weight):
+divergence's default beta 0.5. The off-policy row (student_data_fraction 0: the divergence on gold
+outputs) also takes the variants that compute exactly that objective under another name:
+`token_divergence` (its divergence) and `supervised_kd` without a gold-NLL term (FKL), so a study need
+not train the same objective twice. Labels follow the GKD convention (beta = the teacher's weight):
 forward_kl or JSD(0) -> FKL, reverse_kl or JSD(1) -> RKL, otherwise JSD(beta).
 """
 from __future__ import annotations
@@ -31,25 +34,33 @@ def divergence_label(divergence: str, beta: float | None = None, alpha: float | 
     return label if alpha is None else f"{label}(alpha={alpha:g})"
 
 
-def placement(settings: dict) -> tuple[float, str]:
-    """(student_data_fraction, divergence label) of a gkd variant's settings, defaults filled in."""
+def placement(settings: dict, method: str = "gkd") -> tuple[float, str] | None:
+    """(student_data_fraction, divergence label) of a variant, defaults filled in; None off the grid."""
     from xkdbench.methods import method_config
 
-    resolved = method_config("gkd", settings)
-    return float(resolved.student_data_fraction), divergence_label(resolved.divergence, resolved.beta,
-                                                                   resolved.alpha)
+    resolved = method_config(method, settings)
+    if method == "gkd":
+        return float(resolved.student_data_fraction), divergence_label(resolved.divergence, resolved.beta,
+                                                                       resolved.alpha)
+    if method == "token_divergence":
+        return 0.0, divergence_label(resolved.divergence, resolved.beta, resolved.alpha)
+    if method == "supervised_kd" and resolved.hard_label_weight == 0:
+        return 0.0, "FKL"
+    return None
 
 
 def gkd_grid(tidy: pd.DataFrame, config: ExperimentConfig, settings: ReportSettings) -> pd.DataFrame | None:
     """Long table, a row per gkd variant on the grid task; None when there is nothing to place."""
-    variants = [m for m in config.methods if m.method == "gkd"]
+    placed = [(m, placement(m.settings, m.method)) for m in config.methods
+              if m.method in ("gkd", "token_divergence", "supervised_kd")]
+    variants = [(m, where) for m, where in placed if where is not None
+                and m.runs_on(settings.gkd_grid_task, settings.headline_fraction)]
     if not variants or settings.gkd_grid_task not in config.tasks:
         return None
     rows = headline_rows(tidy, settings.headline_fraction)
     rows = rows[rows["task"] == settings.gkd_grid_task]
     table = []
-    for entry in variants:
-        fraction, label = placement(entry.settings)
+    for entry, (fraction, label) in variants:
         runs = rows[rows["method"] == entry.name]
         mean, ci, n = t_interval(runs["headline"])
         metric = runs["headline_metric"].iloc[0] if len(runs) else (
