@@ -3,6 +3,9 @@
 
 
 rule train_teacher:
+    # Each teacher unblocks every cell of its task: start them before any cell, or the longest teacher
+    # ends up alone on the cores at the end of the run.
+    priority: 10
     input:
         data=rules.prepare_data.output,
         tokenizer=rules.train_tokenizer.output,
