@@ -126,8 +126,10 @@ def cmd_check(args) -> None:
             plan[entry.name] = {"method": entry.method, "needs_teacher": cls.needs_teacher(settings),
                                 "uses_teacher_outputs": cls.uses_teacher_outputs(settings),
                                 "learns_reward": cls.learned_reward.__func__ is not Method.learned_reward.__func__}
+        from xkdbench.fingerprints import fingerprints
+
         grid = [{"task": t, "method": m, "fraction": f"{f:g}", "seed": s} for t, m, f, s in cells]
-        print(json.dumps({"cells": grid, "methods": plan}))
+        print(json.dumps({"cells": grid, "methods": plan, "fingerprints": fingerprints(cfg)}))
         return
     limited = sum(1 for m in cfg.methods if m.tasks is not None or m.fractions is not None)
     note = f" ({limited} of the variants limited to some tasks or fractions)" if limited else ""

@@ -80,3 +80,15 @@ def test_smoke_study_end_to_end_and_interrupted_rerun(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert (cell / "eval" / "metrics.json").exists()
     assert (work / "results/smoke/cells/reasoning/gkd_jsd0.5_lambda0.5/f1/seed0/eval/metrics.json").stat().st_mtime == kept
+
+    # A finished study is up to date; editing the distillation budget reruns every cell and the report,
+    # and nothing upstream (each rule's parameters carry a hash of the config values it reads).
+    out = subprocess.run(cmd + ["-n"], cwd=work, env=OFFLINE, capture_output=True, text=True)
+    assert "Nothing to be done" in out.stdout + out.stderr, out.stdout[-3000:]
+    config = work / "workflows/config/smoke.yaml"
+    config.write_text(config.read_text().replace("distill: {steps: 6,", "distill: {steps: 5,"))
+    out = subprocess.run(cmd + ["-n"], cwd=work, env=OFFLINE, capture_output=True, text=True)
+    plan = out.stdout
+    assert out.returncode == 0 and "distill" in plan and "report" in plan, plan[-3000:]
+    for upstream in ("train_teacher", "init_student", "teacher_outputs", "prepare_data", "evaluate_teacher"):
+        assert upstream not in plan, upstream

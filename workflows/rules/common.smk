@@ -38,6 +38,15 @@ _write_resolved_config()
 _CHECKED = _plan()
 PLAN = _CHECKED["methods"]  # per variant: what it needs (teacher outputs, a learned reward)
 CELLS = _CHECKED["cells"]  # every (task, method, fraction, seed); a variant may be limited to some
+FINGERPRINTS = _CHECKED["fingerprints"]
+
+
+def settings_hash(stage):
+    """A rule parameter that changes when the config values its command reads change, so Snakemake
+    reruns the job (and, through newer outputs, everything downstream); see xkdbench.fingerprints."""
+    if stage == "cell":
+        return lambda wildcards: FINGERPRINTS["cell"][wildcards.task][wildcards.method]
+    return lambda wildcards: FINGERPRINTS[stage][wildcards.task]
 
 
 wildcard_constraints:

@@ -5,6 +5,7 @@ rule prepare_data:
     output:
         f"{RESULTS}/data/{{task}}/task.json",
     params:
+        settings=settings_hash("data"),
         out=f"{RESULTS}/data/{{task}}",
     log:
         f"{RESULTS}/logs/prepare_data/{{task}}.log",
@@ -22,6 +23,7 @@ rule train_tokenizer:
     output:
         f"{RESULTS}/tokenizer/{{task}}/tokenizer_config.json",
     params:
+        settings=settings_hash("tokenizer"),
         data=f"{RESULTS}/data/{{task}}",
         out=f"{RESULTS}/tokenizer/{{task}}",
     log:

@@ -25,6 +25,7 @@ rule distill:
         summary=f"{RESULTS}/cells/{{task}}/{{method}}/f{{fraction}}/seed{{seed}}/train_summary.json",
         metrics=f"{RESULTS}/cells/{{task}}/{{method}}/f{{fraction}}/seed{{seed}}/eval/metrics.json",
     params:
+        settings=settings_hash("cell"),
         data=f"{RESULTS}/data/{{task}}",
         student=f"{RESULTS}/student_init/{{task}}/seed{{seed}}/model",
         teacher=f"{RESULTS}/teacher/{{task}}/model",

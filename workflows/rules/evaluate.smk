@@ -10,6 +10,7 @@ rule evaluate_teacher:
     output:
         f"{RESULTS}/teacher/{{task}}/eval/metrics.json",
     params:
+        settings=settings_hash("evaluate"),
         data=f"{RESULTS}/data/{{task}}",
         checkpoint=f"{RESULTS}/teacher/{{task}}/model",
         out=f"{RESULTS}/teacher/{{task}}/eval",
@@ -33,6 +34,7 @@ rule evaluate_student_init:
     output:
         f"{RESULTS}/student_init/{{task}}/seed{{seed}}/eval/metrics.json",
     params:
+        settings=settings_hash("evaluate"),
         data=f"{RESULTS}/data/{{task}}",
         checkpoint=f"{RESULTS}/student_init/{{task}}/seed{{seed}}/model",
         out=f"{RESULTS}/student_init/{{task}}/seed{{seed}}/eval",

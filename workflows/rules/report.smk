@@ -22,6 +22,7 @@ rule report:
             labels={"figure": "{name}"},
         ),
     params:
+        settings=FINGERPRINTS["report"],
         results=RESULTS,
         out=FIGURES,
     log:

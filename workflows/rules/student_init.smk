@@ -8,6 +8,7 @@ rule init_student:
     output:
         f"{RESULTS}/student_init/{{task}}/seed{{seed}}/train_summary.json",
     params:
+        settings=settings_hash("student_init"),
         data=f"{RESULTS}/data/{{task}}",
         tokenizer=f"{RESULTS}/tokenizer/{{task}}",
         out=f"{RESULTS}/student_init/{{task}}/seed{{seed}}",

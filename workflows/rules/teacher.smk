@@ -12,6 +12,7 @@ rule train_teacher:
     output:
         f"{RESULTS}/teacher/{{task}}/train_summary.json",
     params:
+        settings=settings_hash("teacher"),
         data=f"{RESULTS}/data/{{task}}",
         tokenizer=f"{RESULTS}/tokenizer/{{task}}",
         out=f"{RESULTS}/teacher/{{task}}",
@@ -34,6 +35,7 @@ rule teacher_outputs:
     output:
         f"{RESULTS}/teacher_outputs/{{task}}.jsonl",
     params:
+        settings=settings_hash("teacher_outputs"),
         data=f"{RESULTS}/data/{{task}}",
         teacher=f"{RESULTS}/teacher/{{task}}/model",
     log:
