@@ -131,7 +131,7 @@ def cmd_check(args) -> None:
         grid = [{"task": t, "method": m, "fraction": f"{f:g}", "seed": s} for t, m, f, s in cells]
         print(json.dumps({"cells": grid, "methods": plan, "fingerprints": fingerprints(cfg)}))
         return
-    limited = sum(1 for m in cfg.methods if m.tasks is not None or m.fractions is not None)
+    limited = sum(m.limited for m in cfg.methods)
     note = f" ({limited} of the variants limited to some tasks or fractions)" if limited else ""
     print(f"{args.config}: valid; {len(cfg.tasks)} tasks x {len(cfg.methods)} methods x "
           f"{len(cfg.fractions)} fractions x {len(cfg.seeds)} seeds{note}: {len(cells)} cells")

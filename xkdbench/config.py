@@ -264,6 +264,11 @@ class MethodEntry:
         settings = {k: v for k, v in data.items() if k not in ("name", "method", "tasks", "fractions")}
         return cls(name=data["name"], method=data["method"], settings=settings, tasks=tasks, fractions=fractions)
 
+    @property
+    def limited(self) -> bool:
+        """Whether the variant runs on only part of the study's grid (a side study)."""
+        return self.tasks is not None or self.fractions is not None
+
     def runs_on(self, task: str, fraction: float | None = None) -> bool:
         """Whether the study has cells of this variant on `task` (at `fraction`, when given)."""
         if self.tasks is not None and task not in self.tasks:

@@ -28,16 +28,11 @@ REFERENCE_LABELS = {"teacher": "teacher", "student_init": "student init (SFT)"}
 def method_colors(config: ExperimentConfig) -> dict[str, tuple]:
     """One colour per model name, in config order (the same in every figure of a study); the variants
     of the whole grid come first, so the line figures never repeat a colour before tab20 runs out."""
-    names = sorted((m.name for m in config.methods), key=lambda n: _limited(config, n))
+    names = [m.name for m in sorted(config.methods, key=lambda m: m.limited)]
     cmap = matplotlib.colormaps["tab10" if len(names) <= 9 else "tab20"]
     palette = [cmap(i) for i in range(cmap.N) if cmap.N != 10 or i != 7]  # tab10's grey is the references'
     colors = {name: palette[i % len(palette)] for i, name in enumerate(names)}
     return {**{r: matplotlib.colors.to_rgba(c) for r, c in REFERENCE_COLORS.items()}, **colors}
-
-
-def _limited(config: ExperimentConfig, name: str) -> bool:
-    entry = config.method(name)
-    return entry.tasks is not None or entry.fractions is not None
 
 
 def curve_variants(config: ExperimentConfig, task: str) -> list:

@@ -53,9 +53,7 @@ def report_settings(config: ExperimentConfig) -> ReportSettings:
     """Resolve `config.report` against the study; a bad key or value raises ConfigError naming it."""
     report = dict(config.report or {})
     where = "config.report"
-    unknown = sorted(set(report) - set(KEYS))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(KEYS)}")
+    _no_unknown_keys(report, KEYS, where)
     names = [m.name for m in config.methods]
     clash = sorted(set(names) & set(REFERENCES))
     if clash:
@@ -63,11 +61,7 @@ def report_settings(config: ExperimentConfig) -> ReportSettings:
 
     fractions = [float(f) for f in config.fractions]
     if "headline_fraction" in report:
-        fraction = report["headline_fraction"]
-        if isinstance(fraction, bool) or not isinstance(fraction, int | float) or float(fraction) not in fractions:
-            raise ConfigError(f"{where}.headline_fraction: {fraction!r} is not a configured fraction; "
-                              f"allowed: {', '.join(f'{f:g}' for f in fractions)}")
-        fraction = float(fraction)
+        fraction = _configured_fraction(report["headline_fraction"], fractions, f"{where}.headline_fraction")
     else:
         fraction = 1.0 if 1.0 in fractions or not fractions else max(fractions)
 
@@ -103,6 +97,19 @@ def report_settings(config: ExperimentConfig) -> ReportSettings:
     return ReportSettings(fraction, tuple(pairs), task, resamples, seed, claims)
 
 
+def _no_unknown_keys(mapping: dict, allowed: tuple[str, ...], where: str) -> None:
+    unknown = sorted(set(mapping) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}")
+
+
+def _configured_fraction(value, fractions: list[float], where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or float(value) not in fractions:
+        raise ConfigError(f"{where}: {value!r} is not a configured fraction; "
+                          f"allowed: {', '.join(f'{f:g}' for f in fractions)}")
+    return float(value)
+
+
 def _list(value, where: str) -> list:
     if value is None:
         return []
@@ -114,9 +121,7 @@ def _list(value, where: str) -> list:
 def _claim(config: ExperimentConfig, item, where: str, headline_fraction: float, allowed: list[str]) -> Claim:
     if not isinstance(item, dict):
         raise ConfigError(f"{where}: expected a mapping with keys claim, a, b, got {item!r}")
-    unknown = sorted(set(item) - set(CLAIM_KEYS))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(CLAIM_KEYS)}")
+    _no_unknown_keys(item, CLAIM_KEYS, where)
     for key in ("claim", "a", "b"):
         if not isinstance(item.get(key), str) or not item[key]:
             raise ConfigError(f"{where}.{key}: required (a non-empty string)")
@@ -129,12 +134,9 @@ def _claim(config: ExperimentConfig, item, where: str, headline_fraction: float,
     for task in tasks:
         if task not in config.tasks:
             raise ConfigError(f"{where}.tasks: {task!r} is not a task of the study; allowed: {', '.join(config.tasks)}")
-    fraction = item.get("fraction", headline_fraction)
-    fractions = [float(f) for f in config.fractions]
-    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or float(fraction) not in fractions:
-        raise ConfigError(f"{where}.fraction: {fraction!r} is not a configured fraction; "
-                          f"allowed: {', '.join(f'{f:g}' for f in fractions)}")
+    fraction = _configured_fraction(item.get("fraction", headline_fraction), [float(f) for f in config.fractions],
+                                    f"{where}.fraction")
     measure = item.get("measure", "score")
     if measure not in MEASURES:
         raise ConfigError(f"{where}.measure: {measure!r} is not allowed; allowed: {', '.join(MEASURES)}")
-    return Claim(item["claim"], item["a"], item["b"], tuple(tasks), float(fraction), MEASURES[measure])
+    return Claim(item["claim"], item["a"], item["b"], tuple(tasks), fraction, MEASURES[measure])
