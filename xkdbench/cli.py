@@ -59,7 +59,7 @@ def _texts(task, split: str, fraction: float = 1.0):
 
 
 def _train(args, cfg, *, section: str, method_key: str, settings: dict, student, split: str, fraction: float,
-           teacher=None, teacher_outputs: list[str] | None = None) -> dict:
+           teacher=None, teacher_outputs: list[str] | None = None, stream: int = 0) -> dict:
     """Shared by train-teacher, init-student and distill: one core, whatever is trained."""
     from xkdbench.core.data import TrainData
     from xkdbench.core.trainer import TrainSetup, train
@@ -81,7 +81,7 @@ def _train(args, cfg, *, section: str, method_key: str, settings: dict, student,
         method_cls=METHODS.get(method_key), method_config=method_config(method_key, settings),
         student=student, data=data, training=training, seed=args.seed, validation=validation,
         device=device, precision=cfg.precision, teacher=teacher, sampling=cfg.sampling,
-        max_new_tokens=task_cfg.max_target_tokens,
+        max_new_tokens=task_cfg.max_target_tokens, stream=stream,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -221,7 +221,8 @@ def cmd_distill(args) -> None:
                               f"(first: {missing[0][:80]!r}); regenerate them with `xkdbench teacher-outputs`")
         teacher_outputs = [cached[p] for p in prompts]
     _train(args, cfg, section="distill", method_key=entry.method, settings=entry.settings, student=student,
-           split="train", fraction=args.fraction, teacher=teacher, teacher_outputs=teacher_outputs)
+           split="train", fraction=args.fraction, teacher=teacher, teacher_outputs=teacher_outputs,
+           stream=entry.stream)
     if args.evaluate:  # in the same process: a cell is one job (one interpreter start, not two)
         sampled = cfg.evaluation.sampled_fractions
         with_samples = sampled is None or any(abs(args.fraction - f) < 1e-9 for f in sampled)

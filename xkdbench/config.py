@@ -126,6 +126,10 @@ class TrainingConfig:
     log_every: int = 10
     checkpoint_every: int = 100
     validate_every: int = 0  # every N steps log the student's gold NLL on the validation split (0: never)
+    # Train with dropout off (the model in eval mode), as TRL's GKD/GKDConfig `disable_dropout` does by
+    # default: a distillation loss compares two distributions, and dropout noise on one side biases it.
+    # Pretrained T5 has dropout 0.1; false keeps the checkpoint's dropout (the models built here have none).
+    disable_dropout: bool = True
 
     def validate(self, where: str) -> None:
         for name in ("steps", "batch_size", "grad_accum", "log_every", "checkpoint_every"):
@@ -232,6 +236,9 @@ class ModelsConfig:
         self.student.validate(f"{where}.student")
 
 
+ENTRY_KEYS = ("name", "method", "tasks", "fractions", "stream")  # a method entry's keys beside its settings
+
+
 @dataclass
 class MethodEntry:
     """A method variant: a display name, a registry key and that method's settings.
@@ -239,6 +246,9 @@ class MethodEntry:
     In YAML the settings sit beside the two keys: `{name: gkd_rkl_on, method: gkd, divergence: reverse_kl}`.
     Two more keys limit where the variant runs (default: every task and fraction of the study), so a
     side study such as the GKD grid costs only its own cells: `tasks: [reasoning], fractions: [1.0]`.
+    `stream` (default 0) offsets the variant's random streams (on-policy sampling, per-step decisions,
+    its modules' initialisation; not the data order or the student initialisation, which every
+    variant of a seed shares). Two entries that differ only in `stream` are an A/A control.
     """
 
     name: str
@@ -246,6 +256,7 @@ class MethodEntry:
     settings: dict[str, Any] = field(default_factory=dict)
     tasks: list[str] | None = None  # None: every task of the study
     fractions: list[float] | None = None  # None: every fraction of the study
+    stream: int = 0
 
     @classmethod
     def from_config(cls, data: Any, where: str) -> MethodEntry:
@@ -261,8 +272,11 @@ class MethodEntry:
             if value is not None and not value:
                 raise ConfigError(f"{where}.{key}: an empty list runs the variant nowhere; omit the key to run it "
                                   "everywhere")
-        settings = {k: v for k, v in data.items() if k not in ("name", "method", "tasks", "fractions")}
-        return cls(name=data["name"], method=data["method"], settings=settings, tasks=tasks, fractions=fractions)
+        stream = _coerce(data.get("stream", 0), int, f"{where}.stream")
+        check_range(f"{where}.stream", stream, 0)
+        settings = {k: v for k, v in data.items() if k not in ENTRY_KEYS}
+        return cls(name=data["name"], method=data["method"], settings=settings, tasks=tasks, fractions=fractions,
+                   stream=stream)
 
     @property
     def limited(self) -> bool:

@@ -42,7 +42,7 @@ def stage_settings(cfg: ExperimentConfig, stage: str, task: str, method: str | N
         return {"evaluation": asdict(cfg.evaluation), **numerics}
     if stage == "cell":
         entry = cfg.method(method)
-        return {"method": entry.method, "settings": entry.settings, "training": asdict(cfg.training("distill", task)),
+        return {"method": entry.method, "settings": entry.settings, "stream": entry.stream, "training": asdict(cfg.training("distill", task)),
                 "sampling": asdict(cfg.sampling), "evaluation": asdict(cfg.evaluation), **numerics}
     raise ValueError(f"unknown stage {stage!r}")
 

@@ -1,7 +1,14 @@
 """What a method may use during training: the student, the teacher view, on-policy sampling.
 
 The context counts the costs a method incurs (teacher forward passes, generated tokens), so the cost
-figure compares methods on what they actually did.
+figure compares methods on what they actually did. It also owns the run's random streams, each
+seeded from (run seed, variant stream offset, stream name) and drawn by one consumer only:
+  decisions  `ctx.rng`: a method's per-step choices (GKD's on-policy coin, DistiLLM's replay draws);
+  sampling   every on-policy or teacher sample: call k is drawn under the seed of "sampling/k";
+  modules    the initialisation of the method's own modules (the core builds the method under it).
+The data order is the loader's own (seed, step) function. So a module that draws at construction,
+or a method that samples more often, shifts no other stream: X-KD with its regulariser off trains
+exactly as GKD does, bit for bit, over a whole run.
 """
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from xkdbench.config import SamplingConfig
+from xkdbench.core.runtime import stream_seed, torch_stream
 from xkdbench.models.batch import Batch
 from xkdbench.models.seq2seq import Seq2SeqLM
 
@@ -30,7 +38,7 @@ class TrainExamples:
 class TrainContext:
     def __init__(self, student: Seq2SeqLM, teacher: Seq2SeqLM | None, sampling: SamplingConfig, *,
                  max_new_tokens: int, device: torch.device, use_bf16: bool, seed: int,
-                 total_steps: int | None = None, validate_every: int = 0):
+                 total_steps: int | None = None, validate_every: int = 0, stream: int = 0):
         self.student = student
         # the run's step budget and validation interval, for methods whose schedules depend on them
         self.total_steps = total_steps
@@ -40,11 +48,22 @@ class TrainContext:
         self.max_new_tokens = max_new_tokens
         self.device = device
         self.use_bf16 = use_bf16
+        self.seed, self.stream = seed, stream
         # Decisions a method draws per step (e.g. GKD's on-policy coin) come from this generator,
         # seeded from the run seed, so every process of a distributed run takes the same branch.
-        self.rng = random.Random(seed)
+        self.rng = random.Random(stream_seed(seed, "decisions", stream))
+        self.sampling_calls = 0  # saved in checkpoints: a resumed run continues the sampling stream
         self.teacher_forward_sequences = torch.zeros((), dtype=torch.long)
         self.generated_tokens = torch.zeros((), dtype=torch.long)
+
+    def random_stream(self, name: str):
+        """Torch's global generator seeded for the stream `name` inside the block, restored after it."""
+        return torch_stream(stream_seed(self.seed, name, self.stream), self.device)
+
+    def sampling_stream(self):
+        """The block draws the next on-policy sample of the run (see the module docstring)."""
+        self.sampling_calls += 1
+        return self.random_stream(f"sampling/{self.sampling_calls}")
 
     def autocast(self):
         """bf16 autocast on CUDA when asked for; full fp32 elsewhere (fp16 is unusable on CPU)."""
@@ -77,7 +96,7 @@ class TrainContext:
         return self._sample(self.teacher, batch, temperature, num_samples)
 
     def _sample(self, model: Seq2SeqLM, batch: Batch, temperature: float | None, num_samples: int) -> Batch:
-        with self.autocast():
+        with self.sampling_stream(), self.autocast():
             out = model.generate(
                 batch, max_new_tokens=self.max_new_tokens, do_sample=True,
                 temperature=temperature or self.sampling.sampling_temperature, top_p=self.sampling.top_p,

@@ -108,7 +108,7 @@ def sample_teacher_mixed(ctx: TrainContext, prompts: Batch, teacher_weight: floa
     """`sample_mixture` with the context's models, length limit, sampling temperature and autocast,
     counting its costs: the generated target tokens, and one teacher sequence per row when the teacher
     decodes alongside the student (as `ctx.sample_teacher` counts)."""
-    with ctx.autocast():
+    with ctx.sampling_stream(), ctx.autocast():
         out = sample_mixture(ctx.student, ctx.teacher, prompts, teacher_weight=teacher_weight,
                              max_new_tokens=ctx.max_new_tokens, temperature=ctx.sampling.sampling_temperature)
     ctx.generated_tokens += out.target_mask.sum().cpu()

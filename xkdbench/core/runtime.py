@@ -1,8 +1,10 @@
 """Device, precision and seeding: the only place that knows whether we run on CPU or CUDA."""
 from __future__ import annotations
 
+import hashlib
 import os
 import random
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -27,6 +29,30 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def stream_seed(seed: int, name: str, offset: int = 0) -> int:
+    """The seed of one named consumer of randomness in a run of `seed`.
+
+    Every consumer (data order, on-policy sampling, method modules' initialisation, per-step
+    decisions) draws from a generator seeded by its own name, so adding a consumer, or a module that
+    draws at construction, shifts no other stream. `offset` is the variant's stream offset: two
+    variants that differ only in it draw independent samples (the A/A control)."""
+    digest = hashlib.sha256(f"{seed}/{offset}/{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1  # 63 bits: valid for torch and random
+
+
+@contextmanager
+def torch_stream(seed: int, device: torch.device):
+    """Run the block on torch's global generator seeded with `seed`, then restore the outer state.
+
+    For code that draws from the global generator and takes no generator argument (Hugging Face
+    `generate`, module initialisation): the block's draws are a function of `seed` alone, and the
+    stream outside it is left exactly as it was."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 def set_threads(threads: int | None) -> None:

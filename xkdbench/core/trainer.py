@@ -50,6 +50,7 @@ class TrainSetup:
     sampling: SamplingConfig | None = None
     max_new_tokens: int = 64  # length limit of on-policy samples (the task's max_target_tokens)
     validation: TrainData | None = None  # gold validation pairs, for training.validate_every
+    stream: int = 0  # the variant's random-stream offset (config `stream`; the A/A control differs in it)
 
 
 def lr_factor(step: int, cfg: TrainingConfig) -> float:
@@ -118,16 +119,18 @@ def train(setup: TrainSetup, out_dir: str | Path, *, stop_after: int | None = No
     cfg = setup.training
     seed_everything(setup.seed)
     student, teacher = setup.student, setup.teacher
-    student.model.to(setup.device).train()
+    student.model.to(setup.device)
     if teacher is not None:
         teacher.model.to(setup.device).eval().requires_grad_(False)
     ctx = TrainContext(student, teacher, setup.sampling or SamplingConfig(), max_new_tokens=setup.max_new_tokens,
                        device=setup.device, use_bf16=use_bf16(setup.precision, setup.device), seed=setup.seed,
-                       total_steps=cfg.steps, validate_every=cfg.validate_every if setup.validation is not None else 0)
-    method = setup.method_cls(setup.method_config, ctx)
+                       total_steps=cfg.steps, validate_every=cfg.validate_every if setup.validation is not None else 0,
+                       stream=setup.stream)
+    with ctx.random_stream("modules"):  # a method's modules draw their initialisation from their own stream
+        method = setup.method_cls(setup.method_config, ctx)
     modules = {"student": student.model, **method.trainable_modules()}
-    for module in modules.values():
-        module.to(setup.device).train()
+    for module in modules.values():  # eval mode = dropout off; gradients flow the same
+        module.to(setup.device).train(not cfg.disable_dropout)
     params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
@@ -147,6 +150,7 @@ def train(setup: TrainSetup, out_dir: str | Path, *, stop_after: int | None = No
         scheduler.load_state_dict(state["scheduler"])
         method.load_state_dict(state["method"])
         ctx.rng.setstate(state["ctx_rng"])
+        ctx.sampling_calls = state["sampling_calls"]
         ctx.teacher_forward_sequences += state["teacher_forward_sequences"]
         ctx.generated_tokens += state["generated_tokens"]
         tokens += state["tokens"].to(setup.device)
@@ -165,7 +169,8 @@ def train(setup: TrainSetup, out_dir: str | Path, *, stop_after: int | None = No
                 "step": step, "elapsed": elapsed + time.perf_counter() - t0,
                 "modules": {n: m.state_dict() for n, m in modules.items() if n != "student"},
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "method": method.state_dict(), "ctx_rng": ctx.rng.getstate(), "rng": rng_state(),
+                "method": method.state_dict(), "ctx_rng": ctx.rng.getstate(),
+                "sampling_calls": ctx.sampling_calls, "rng": rng_state(),
                 "tokens": tokens.clone(), "teacher_forward_sequences": ctx.teacher_forward_sequences.clone(),
                 "generated_tokens": ctx.generated_tokens.clone(),
             }, tmp / "trainer_state.pt")
