@@ -146,3 +146,29 @@ def test_resume_survives_a_log_line_cut_short(tmp_path, tokenizer, family, toy_d
     run(tokenizer, family, toy_data, tmp_path / "cut", steps=5)
     records = [json.loads(line) for line in open(tmp_path / "cut" / "train_log.jsonl")]
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
+
+
+def test_named_random_streams_are_isolated_and_reproducible(tokenizer, family):
+    """A stream's draws depend on (seed, offset, name) only and leave torch's global generator as it was."""
+    def ctx(seed=0, stream=0):
+        return TrainContext(tiny_model(tokenizer, family), None, SamplingConfig(), max_new_tokens=4, device=CPU,
+                            use_bf16=False, seed=seed, stream=stream)
+
+    def draw(context, name):
+        with context.random_stream(name):
+            return torch.rand(4)
+
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    first = draw(ctx(), "modules")
+    assert torch.equal(torch.get_rng_state(), before), "the global generator must be restored"
+    assert torch.equal(first, draw(ctx(), "modules"))
+    for other in (draw(ctx(), "sampling/1"), draw(ctx(seed=1), "modules"), draw(ctx(stream=1), "modules")):
+        assert not torch.equal(first, other)
+    c = ctx()
+    with c.sampling_stream():
+        one = torch.rand(4)
+    with c.sampling_stream():  # each sampling call is the next draw of the stream, not a repeat
+        two = torch.rand(4)
+    assert c.sampling_calls == 2 and not torch.equal(one, two)
+    assert ctx().rng.random() != ctx(stream=1).rng.random()  # per-step decisions follow the offset too
