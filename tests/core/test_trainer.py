@@ -158,9 +158,10 @@ def test_named_random_streams_are_isolated_and_reproducible(tokenizer, family):
         with context.random_stream(name):
             return torch.rand(4)
 
+    context = ctx()
     torch.manual_seed(123)
     before = torch.get_rng_state()
-    first = draw(ctx(), "modules")
+    first = draw(context, "modules")
     assert torch.equal(torch.get_rng_state(), before), "the global generator must be restored"
     assert torch.equal(first, draw(ctx(), "modules"))
     for other in (draw(ctx(), "sampling/1"), draw(ctx(seed=1), "modules"), draw(ctx(stream=1), "modules")):
