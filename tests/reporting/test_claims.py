@@ -1,4 +1,4 @@
-"""Claims: configured in `report.claims`, checked by the paired bootstrap, verdict from the interval."""
+"""Claims: configured in `report.claims`, decided by the interval over seeds and inputs; the A/A control."""
 from __future__ import annotations
 
 import numpy as np
@@ -22,7 +22,7 @@ CLAIMS = [
 def claims(tmp_path_factory):
     root = tmp_path_factory.mktemp("claims")
     write_results(root / "results")
-    config = make_config(claims=CLAIMS, bootstrap_resamples=999)
+    config = make_config(claims=CLAIMS)
     build_report(config, root / "results", root / "out")
     return pd.read_csv(root / "out" / "claims.csv"), (root / "out" / "claims.md").read_text()
 
@@ -31,7 +31,7 @@ def test_a_claim_row_per_task_with_the_pooled_effect(claims):
     table, _ = claims
     assert list(table["claim"]) == [CLAIMS[0]["claim"]] * 2 + [CLAIMS[1]["claim"], CLAIMS[2]["claim"]]
     first = table.iloc[0]  # summarization, every seed present: the oracle is 0.05 higher on every input
-    assert (first["task"], first["n_seeds"], first["n_inputs"]) == ("summarization", 3, 3 * N_INPUTS)
+    assert (first["task"], first["n_seeds"], first["n_inputs"]) == ("summarization", 3, N_INPUTS)
     assert first["mean_difference"] == pytest.approx(0.05)
     assert first["verdict"] == "reproduced" and first["seeds_a_better"] == 3
     reasoning = table.iloc[1]  # one reasoning cell of gkd_jsd09 is missing: its seed drops out of the pairs
@@ -48,7 +48,7 @@ def test_the_verdict_follows_the_interval(claims):
     expected = ("reproduced" if row["ci95_low"] > 0 else "not reproduced (B better)" if row["ci95_high"] < 0
                 else "inconclusive")
     assert row["verdict"] == expected and row["ci95_low"] <= row["mean_difference"] <= row["ci95_high"]
-    assert "**reproduced**" in md and "paired bootstrap" in md
+    assert "**reproduced**" in md and "training runs (seeds) and test inputs" in md
 
 
 @pytest.mark.parametrize("claim,message", [
@@ -64,3 +64,30 @@ def test_bad_claims_are_named(claim, message):
     with pytest.raises(ConfigError) as error:
         report_settings(make_config(claims=[claim]))
     assert message in str(error.value)
+
+
+def control_config(claim, stream=1, **entry):
+    from tests.reporting.conftest import make_config
+    from xkdbench.config import ExperimentConfig, from_dict
+
+    config = make_config()
+    data = {"name": "synthetic", "tasks": {t: {} for t in config.tasks}, "fractions": config.fractions,
+            "seeds": config.seeds, "methods": [{"name": "sft", "method": "sft"},
+                                               {"name": "sft_again", "method": "sft", "stream": stream, **entry}],
+            "report": {"claims": [claim]}}
+    return from_dict(ExperimentConfig, data)
+
+
+GOOD_CONTROL = {"claim": "A/A control: sft vs itself", "a": "sft_again", "b": "sft", "control": True}
+
+
+def test_an_aa_control_is_checked_to_be_one_method_twice():
+    assert report_settings(control_config(GOOD_CONTROL)).claims[0].control
+    for claim, entry, stream, message in [
+        ({**GOOD_CONTROL, "claim": "sft vs sft"}, {}, 1, "must say 'A/A control'"),
+        (GOOD_CONTROL, {}, 0, "have the same stream"),
+        (GOOD_CONTROL, {"method": "gkd"}, 1, "same method and settings"),
+        ({**GOOD_CONTROL, "control": "yes"}, {}, 1, "control: expected true or false"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            control_config(claim, stream, **entry)

@@ -56,12 +56,16 @@ def test_smoke_study_end_to_end_and_interrupted_rerun(tmp_path):
     figures = work / "paper_figures" / "smoke"
     tidy = pd.read_csv(figures / "all_cells.csv")
     distilled = tidy[(tidy.role == "distilled") & (tidy.decoding == "greedy")]
-    assert len(distilled) == 3 * 4 * 2 + 1  # tasks x methods x fractions (one seed), plus the one-cell variant
+    assert len(distilled) == 3 * 4 * 2 + 2  # tasks x methods x fractions (one seed), plus two one-cell variants
     assert set(distilled.task) == {"summarization", "translation", "reasoning"}
     limited = distilled[distilled.method == "gkd_rkl_on"]
     assert list(zip(limited.task, limited.fraction, strict=True)) == [("reasoning", 1.0)]
     claims = pd.read_csv(figures / "claims.csv")
-    assert len(claims) == 3 + 1 and set(claims.verdict) <= {"reproduced", "not reproduced (B better)", "inconclusive"}
+    assert len(claims) == 3 + 1 + 1 and set(claims.verdict) <= {"reproduced", "not reproduced (B better)",
+                                                                "inconclusive"}
+    control = claims[claims.control]  # one seed: the interval covers the inputs only and decides nothing
+    assert list(control.verdict) == ["inconclusive"] and "A/A control" in control.claim.iloc[0]
+    assert (claims.interval_covers == "inputs only (1 seed)").all()
     for name in ("main_table.md", "main_table.tex", "main_table.csv", "gkd_grid.md", "claims.md"):
         assert (figures / name).stat().st_size > 0
     for name in ("data_efficiency", "performance_diversity", "cost", "gkd_grid"):

@@ -10,7 +10,9 @@ Outputs in out_dir (an empty list in the returned dict marks an output skipped, 
   all_cells.csv          tidy: a row per (task, method, fraction, seed, decoding), every metric and cost
   missing_cells.txt      every expected file that is absent
   main_table.{csv,md,tex}   per task at the headline fraction, mean ± 95% t-interval over seeds, best marked
-  win_rates.{csv,md}     win/tie/lose per configured pair, per seed and pooled, paired bootstrap CI
+                         with its paired comparison to the runner-up (interval over seeds and inputs)
+  win_rates.{csv,md}     win/tie/lose per configured pair, per seed and pooled; the pooled interval covers
+                         seeds and inputs (xkdbench.reporting.stats) and decides the verdict
   gkd_grid.{csv,md}      student_data_fraction x divergence of the gkd variants on gkd_grid_task
   cost.{csv,md}          training cost per task and method variant
   claims.{csv,md}        each configured claim of the source papers: effect, 95% CI, verdict
@@ -50,7 +52,8 @@ def build_report(config: ExperimentConfig, results_dir: Path, out_dir: Path) -> 
     if missing:
         log.warning("%d files missing; see %s", len(missing), out_dir / "missing_cells.txt")
 
-    paths["main_table"] = tables.write_main_table(tables.main_table(tidy, config, settings), settings, out_dir)
+    main = tables.main_table(tidy, config, settings, tables.PairedScores(config, results_dir))
+    paths["main_table"] = tables.write_main_table(main, settings, out_dir)
     if settings.win_rate_pairs:
         table = tables.win_rates(config, settings, results_dir)
         paths["win_rates"] = tables.write_win_rates(table, settings, out_dir)

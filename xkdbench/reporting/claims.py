@@ -1,14 +1,18 @@
 """Claims of the source papers, checked against the study (EXPERIMENTS: "Claims").
 
 Each configured claim (`report.claims`) reads "A scores higher than B" on a task at a data fraction.
-Its measured effect is the mean paired difference A - B of the per-example measure over every
-(seed, test input) pair, with the 95% paired bootstrap interval of the win-rate tables. The verdict
-follows from that interval alone: above 0 is "reproduced", below 0 "not reproduced (B better)",
-containing 0 "inconclusive". The per-seed signs are listed beside it, because seeds are few and the
-bootstrap over inputs does not see the variation between training runs.
+Its measured effect is the mean paired difference A - B of the per-example measure over the
+(seed, test input) matrix, with the 95% interval of `stats.crossed_interval`, which covers both the
+training runs and the test inputs. The verdict follows from that interval alone: above 0 is
+"reproduced", below 0 "not reproduced (B better)", containing 0 (or one seed only) "inconclusive".
+
+A claim marked `control: true` is the study's A/A control: the same method and settings under two
+names that differ only in their random-stream offset. Its verdict must be inconclusive; a decided
+control means the intervals are too narrow, and the table says so.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -17,11 +21,13 @@ from xkdbench.config import ExperimentConfig
 from xkdbench.io import write_text
 from xkdbench.reporting import formatting as fmt
 from xkdbench.reporting.settings import ReportSettings
-from xkdbench.reporting.tables import PairedScores, compare
+from xkdbench.reporting.tables import PairedScores, compare, interval_note
 
+log = logging.getLogger(__name__)
 VERDICTS = {"A better": "reproduced", "B better": "not reproduced (B better)", "inconclusive": "inconclusive"}
-COLUMNS = ["claim", "task", "method_a", "method_b", "fraction", "measure", "n_seeds", "n_inputs", "seeds_a_better",
-           "mean_difference", "ci95_low", "ci95_high", "verdict"]
+CONTROL_FAILED = "CONTROL FAILED (decided)"
+COLUMNS = ["claim", "task", "method_a", "method_b", "fraction", "measure", "control", "n_seeds", "n_inputs",
+           "seeds_a_better", "mean_difference", "ci95_low", "ci95_high", "interval_covers", "verdict"]
 
 
 def claims_table(config: ExperimentConfig, settings: ReportSettings, results_dir: Path) -> pd.DataFrame:
@@ -32,31 +38,38 @@ def claims_table(config: ExperimentConfig, settings: ReportSettings, results_dir
             per_seed = scores.per_seed(task, claim.a, claim.b, claim.fraction, claim.measure)
             if not per_seed:
                 continue
-            pooled = per_seed.pop("pooled")
-            result = compare(pooled.iloc[:, 0], pooled.iloc[:, 1], settings)
+            per_seed.pop("pooled")
+            result = compare(per_seed)
             better = sum(pair.iloc[:, 0].mean() > pair.iloc[:, 1].mean() for pair in per_seed.values())
+            verdict = VERDICTS[result["verdict"]]
+            if claim.control and verdict != "inconclusive":
+                log.warning("A/A control %s vs %s on %s came out %s: the intervals are too narrow",
+                            claim.a, claim.b, task, verdict)
+                verdict = CONTROL_FAILED
             rows.append({"claim": claim.text, "task": task, "method_a": claim.a, "method_b": claim.b,
-                         "fraction": claim.fraction, "measure": claim.measure, "n_seeds": len(per_seed),
-                         "n_inputs": result["n_inputs"], "seeds_a_better": better,
+                         "fraction": claim.fraction, "measure": claim.measure, "control": claim.control,
+                         "n_seeds": result["n_seeds"], "n_inputs": result["n_inputs"], "seeds_a_better": better,
                          "mean_difference": result["mean_difference"], "ci95_low": result["ci95_low"],
-                         "ci95_high": result["ci95_high"], "verdict": VERDICTS[result["verdict"]]})
+                         "ci95_high": result["ci95_high"], "interval_covers": result["interval_covers"],
+                         "verdict": verdict})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def write_claims(table: pd.DataFrame, settings: ReportSettings, out_dir: Path) -> list[Path]:
-    header = ["claim", "task", "A vs B", "fraction", "by", "seeds A > B", "pairs", "mean A - B [95% CI]", "verdict"]
-    body = [[r.claim, r.task, f"{r.method_a} vs {r.method_b}", f"{r.fraction:g}",
-             "oracle" if r.measure == "greedy_oracle" else "score", f"{r.seeds_a_better} of {r.n_seeds}",
-             r.n_inputs, f"{r.mean_difference:+.4f} [{r.ci95_low:+.4f}, {r.ci95_high:+.4f}]", f"**{r.verdict}**"]
+    header = ["claim", "task", "A vs B", "fraction", "by", "seeds A > B", "seeds x inputs", "mean A - B [95% CI]",
+              "verdict"]
+    body = [[f"{r.claim} (control: must be inconclusive)" if r.control else r.claim, r.task,
+             f"{r.method_a} vs {r.method_b}", f"{r.fraction:g}", "oracle" if r.measure == "greedy_oracle" else "score",
+             f"{r.seeds_a_better} of {r.n_seeds}", f"{r.n_seeds} x {r.n_inputs}",
+             f"{r.mean_difference:+.4f} [{r.ci95_low:+.4f}, {r.ci95_high:+.4f}]", f"**{r.verdict}**"]
             for r in table.itertuples()]
     md = ["# Claims of the source papers, checked\n",
           fmt.markdown(header, body) if body else "No configured claim had both models evaluated.\n",
-          f"Greedy decoding. A claim reads \"A scores higher than B\". Mean A - B over every (seed, test input) "
-          f"pair ({fmt.count_label(table['n_seeds']) if len(table) else 0} seeds; pairs = seeds x inputs) with its "
-          f"95% paired bootstrap interval (scipy.stats.bootstrap, BCa, {settings.bootstrap_resamples} resamples). "
-          "Verdict: reproduced when the interval lies above 0, not reproduced when it lies below 0, inconclusive "
-          "when it contains 0. Seeds A > B: seeds whose mean A exceeds mean B; the interval is over inputs and does "
-          "not include the variation between training seeds. By score: "
+          f"Greedy decoding. A claim reads \"A scores higher than B\"; its effect is the mean A - B over "
+          f"{fmt.count_label(table['n_seeds']) if len(table) else 0} seeds x "
+          f"{fmt.count_label(table['n_inputs']) if len(table) else 0} test inputs. " + interval_note()
+          + " Verdict: reproduced when the interval lies above 0, not reproduced when it lies below 0, "
+          "inconclusive otherwise. Seeds A > B: seeds whose mean A exceeds mean B. By score: "
           + "; ".join(f"{task}: {label}" for task, label in fmt.PER_EXAMPLE.items())
           + "; by oracle: the oracle score (0-1).\n"]
     write_text(out_dir / "claims.md", "\n".join(md))

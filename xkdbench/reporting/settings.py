@@ -10,10 +10,11 @@ Keys (all optional):
 - ``gkd_grid_task`` (default ``reasoning``): the task of the GKD grid (skipped when it is not configured).
 - ``claims`` (default none): the source papers' claims to test, each ``{claim: text, a: A, b: B}`` with
   optional ``tasks`` (default: every task where both ran), ``fraction`` (default the headline fraction)
-  and ``measure`` (``score``: the per-example task metric, default; or ``oracle``). Each is checked as
-  "A scores higher than B" by a paired bootstrap over (seed, test input) pairs.
-- ``bootstrap_resamples`` (default 9999): resamples of each paired bootstrap.
-- ``bootstrap_seed`` (default 0): seed of the paired bootstrap, so reports are reproducible.
+  ``measure`` (``score``: the per-example task metric, default; or ``oracle``) and ``control``
+  (default false). Each is checked as "A scores higher than B" with an interval over the
+  (seed, test input) matrix that covers both training runs and inputs (``xkdbench.reporting.stats``).
+  ``control: true`` marks the A/A control: A and B must be the same method with the same settings,
+  differing only in their ``stream`` offset, and the claim text must say "A/A control".
 """
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ from dataclasses import dataclass
 from xkdbench.config import ConfigError, ExperimentConfig, check_range
 
 REFERENCES = ("teacher", "student_init")
-KEYS = ("headline_fraction", "win_rate_pairs", "gkd_grid_task", "bootstrap_resamples", "bootstrap_seed", "claims")
-CLAIM_KEYS = ("claim", "a", "b", "tasks", "fraction", "measure")
+KEYS = ("headline_fraction", "win_rate_pairs", "gkd_grid_task", "claims")
+CLAIM_KEYS = ("claim", "a", "b", "tasks", "fraction", "measure", "control")
 MEASURES = {"score": "greedy_score", "oracle": "greedy_oracle"}  # claim measure -> per-example column
 
 
@@ -37,6 +38,7 @@ class Claim:
     tasks: tuple[str, ...]
     fraction: float
     measure: str
+    control: bool = False  # the A/A control: must come out inconclusive
 
 
 @dataclass(frozen=True)
@@ -44,8 +46,6 @@ class ReportSettings:
     headline_fraction: float
     win_rate_pairs: tuple[tuple[str, str], ...]
     gkd_grid_task: str
-    bootstrap_resamples: int
-    bootstrap_seed: int
     claims: tuple[Claim, ...] = ()
 
 
@@ -86,15 +86,9 @@ def report_settings(config: ExperimentConfig) -> ReportSettings:
     task = report.get("gkd_grid_task", "reasoning")
     if not isinstance(task, str):
         raise ConfigError(f"{where}.gkd_grid_task: expected a task name, got {task!r}")
-    resamples = report.get("bootstrap_resamples", 9999)
-    seed = report.get("bootstrap_seed", 0)
-    for key, value, low in (("bootstrap_resamples", resamples, 100), ("bootstrap_seed", seed, 0)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}.{key}: expected an integer, got {value!r}")
-        check_range(f"{where}.{key}", value, low)
     claims = tuple(_claim(config, item, f"{where}.claims[{i}]", fraction, names + list(REFERENCES))
                    for i, item in enumerate(_list(report.get("claims"), f"{where}.claims")))
-    return ReportSettings(fraction, tuple(pairs), task, resamples, seed, claims)
+    return ReportSettings(fraction, tuple(pairs), task, claims)
 
 
 def _no_unknown_keys(mapping: dict, allowed: tuple[str, ...], where: str) -> None:
@@ -139,4 +133,25 @@ def _claim(config: ExperimentConfig, item, where: str, headline_fraction: float,
     measure = item.get("measure", "score")
     if measure not in MEASURES:
         raise ConfigError(f"{where}.measure: {measure!r} is not allowed; allowed: {', '.join(MEASURES)}")
-    return Claim(item["claim"], item["a"], item["b"], tuple(tasks), fraction, MEASURES[measure])
+    control = item.get("control", False)
+    if not isinstance(control, bool):
+        raise ConfigError(f"{where}.control: expected true or false, got {control!r}")
+    if control:
+        _check_control(config, item, where)
+    return Claim(item["claim"], item["a"], item["b"], tuple(tasks), fraction, MEASURES[measure], control)
+
+
+def _check_control(config: ExperimentConfig, item: dict, where: str) -> None:
+    """An A/A control compares one method with itself: same key and settings, another stream."""
+    if "A/A control" not in item["claim"]:
+        raise ConfigError(f"{where}.claim: a control's text must say 'A/A control', got {item['claim']!r}")
+    names = {m.name: m for m in config.methods}
+    if item["a"] not in names or item["b"] not in names:
+        raise ConfigError(f"{where}: a control compares two method variants, not a reference model")
+    a, b = names[item["a"]], names[item["b"]]
+    if (a.method, a.settings) != (b.method, b.settings):  # either may run on part of the grid only
+        raise ConfigError(f"{where}: a control's variants {a.name!r} and {b.name!r} must have the same method "
+                          "and settings")
+    if a.stream == b.stream:
+        raise ConfigError(f"{where}: a control's variants {a.name!r} and {b.name!r} have the same stream "
+                          f"({a.stream}); give one of them another `stream` so their samples are independent")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from xkdbench.config import ExperimentConfig
@@ -15,7 +16,7 @@ from xkdbench.io import write_text
 from xkdbench.reporting import formatting as fmt
 from xkdbench.reporting.collect import Model, per_example_scores
 from xkdbench.reporting.settings import REFERENCES, ReportSettings
-from xkdbench.reporting.stats import CONFIDENCE, paired_bootstrap, t_interval, win_tie_lose
+from xkdbench.reporting.stats import CONFIDENCE, crossed_interval, paired_matrix, t_interval, win_tie_lose
 
 COST = ["train_seconds", "train_tokens", "generated_tokens", "teacher_forward_sequences", "time_to_best_validation"]
 
@@ -34,8 +35,13 @@ def model_order(config: ExperimentConfig, task: str, fraction: float) -> list[tu
 
 
 # -- 1. main table ------------------------------------------------------------------------------
-def main_table(tidy: pd.DataFrame, config: ExperimentConfig, settings: ReportSettings) -> pd.DataFrame:
-    """Long table: a row per (task, model, metric) with mean, t half-width, n_seeds and `best`."""
+def main_table(tidy: pd.DataFrame, config: ExperimentConfig, settings: ReportSettings,
+               scores: PairedScores | None = None) -> pd.DataFrame:
+    """Long table: a row per (task, model, metric) with mean, t half-width, n_seeds and `best`.
+
+    With `scores`, the best distilled row also carries its paired comparison with the runner-up on
+    the per-example measure (the task's per-example score for the headline metric, the oracle for
+    the oracle), with the interval over seeds and inputs: whether "best" is separable at all."""
     rows = []
     chosen = headline_rows(tidy, settings.headline_fraction)
     for task in config.tasks:
@@ -57,17 +63,51 @@ def main_table(tidy: pd.DataFrame, config: ExperimentConfig, settings: ReportSet
             candidates = [r["mean"] for r in block if r["role"] == "distilled" and not math.isnan(r["mean"])]
             for r in block:  # higher is better for every headline metric and the oracle
                 r["best"] = bool(candidates) and r["role"] == "distilled" and r["mean"] == max(candidates)
+            if scores is not None:
+                _best_vs_runner_up(block, scores, "greedy_oracle" if metric == "oracle" else "greedy_score", settings)
             rows += block
     return pd.DataFrame(rows, columns=["task", "model", "method_key", "role", "fraction", "metric", "mean",
-                                       "ci95_half_width", "n_seeds", "num_inputs", "best"])
+                                       "ci95_half_width", "n_seeds", "num_inputs", "best", *RUNNER_UP])
+
+
+RUNNER_UP = ["runner_up", "vs_runner_up", "vs_runner_up_low", "vs_runner_up_high", "vs_runner_up_verdict"]
+
+
+def _best_vs_runner_up(block: list[dict], scores: PairedScores, measure: str, settings: ReportSettings) -> None:
+    ranked = sorted((r for r in block if r["role"] == "distilled" and not math.isnan(r["mean"])),
+                    key=lambda r: -r["mean"])
+    if len(ranked) < 2:
+        return
+    best, second = ranked[0], ranked[1]
+    per_seed = scores.per_seed(best["task"], best["model"], second["model"], settings.headline_fraction, measure)
+    if not per_seed:
+        return
+    per_seed.pop("pooled")
+    result = compare(per_seed)
+    best.update(runner_up=second["model"], vs_runner_up=result["mean_difference"],
+                vs_runner_up_low=result["ci95_low"], vs_runner_up_high=result["ci95_high"],
+                vs_runner_up_verdict="separable" if result["verdict"] == "A better" else "not separable")
 
 
 def _main_caption(task_rows: pd.DataFrame, settings: ReportSettings) -> str:
     seeds = fmt.count_label(task_rows.loc[task_rows["role"] == "distilled", "n_seeds"])
     return (f"{task_rows['task'].iloc[0]}: greedy decoding on {fmt.count_label(task_rows['num_inputs'])} test "
             f"inputs, distilled at data fraction {settings.headline_fraction:g}; mean ± half-width of the "
-            f"{CONFIDENCE:.0%} t-interval over seeds ({seeds} seeds per method, teacher 1 run; n=1: no CI). "
+            f"{CONFIDENCE:.0%} t-interval over seeds, the test set held fixed ({seeds} seeds per method, teacher 1 "
+            "run; n=1: no CI). "
             "Bold: best distilled method per column.")
+
+
+def _runner_up_note(task_rows: pd.DataFrame) -> str:
+    if "runner_up" not in task_rows:
+        return ""
+    notes = [f"{fmt.short_label(r.metric)}: {r.model} - {r.runner_up} = {r.vs_runner_up:+.4f} "
+             f"[{r.vs_runner_up_low:+.4f}, {r.vs_runner_up_high:+.4f}], {r.vs_runner_up_verdict}"
+             for r in task_rows.itertuples() if r.best and isinstance(r.runner_up, str)]
+    if not notes:
+        return ""
+    return (" Best vs runner-up, paired per example (score: the task's per-example metric), 95% interval over "
+            "seeds and inputs: " + "; ".join(notes) + ".")
 
 
 def write_main_table(table: pd.DataFrame, settings: ReportSettings, out_dir: Path) -> list[Path]:
@@ -87,7 +127,7 @@ def write_main_table(table: pd.DataFrame, settings: ReportSettings, out_dir: Pat
             n = str(int(model_rows["n_seeds"].max()))
             md_rows.append([model, *cells_md, n])
             tex_blocks[model_rows["role"].iloc[0] == "distilled"].append([fmt.latex_escape(model), *cells_tex, n])
-        caption = _main_caption(task_rows, settings)
+        caption = _main_caption(task_rows, settings) + _runner_up_note(task_rows)
         md += [f"## {task}\n", fmt.markdown(header, md_rows), f"{caption}\n"]
         tex.append(fmt.latex_table(header, tex_blocks, caption, f"tab:main-{task}"))
     paths = [fmt.write_csv(out_dir / "main_table.csv", table)]
@@ -107,20 +147,15 @@ def _model(config: ExperimentConfig, task: str, name: str, fraction: float, seed
     return Model(task, name, config.method(name).method, "distilled", fraction, seed)
 
 
-def compare(a: pd.Series, b: pd.Series, settings: ReportSettings) -> dict:
-    win, tie, lose = win_tie_lose(a, b)
-    mean, low, high = paired_bootstrap(a, b, n_resamples=settings.bootstrap_resamples, seed=settings.bootstrap_seed)
-    return {"n_inputs": len(a), "win": win, "tie": tie, "lose": lose, "mean_difference": mean,
-            "ci95_low": low, "ci95_high": high, "verdict": verdict(low, high)}
-
-
-def verdict(ci_low: float, ci_high: float) -> str:
-    """What a paired difference A - B shows: only a 95% CI that excludes 0 picks a side."""
-    if ci_low > 0:
-        return "A better"
-    if ci_high < 0:
-        return "B better"
-    return "inconclusive"
+def compare(per_seed: dict) -> dict:
+    """Win/tie/lose and the mean difference A - B with its 95% interval over the (seed, input) matrix
+    of {seed: two columns (A, B) indexed by input} (stats.crossed_interval: seeds and inputs)."""
+    matrix = paired_matrix(per_seed)
+    win, tie, lose = win_tie_lose(matrix.ravel(), np.zeros(matrix.size))
+    interval = crossed_interval(matrix)
+    return {"n_seeds": interval.n_seeds, "n_inputs": interval.n_inputs, "win": win, "tie": tie, "lose": lose,
+            "mean_difference": interval.mean, "ci95_low": interval.low, "ci95_high": interval.high,
+            "interval_covers": interval.covers, "verdict": interval.verdict}
 
 
 class PairedScores:
@@ -152,18 +187,32 @@ class PairedScores:
 
 
 def win_rates(config: ExperimentConfig, settings: ReportSettings, results_dir: Path) -> pd.DataFrame:
-    """Per task, pair, measure (greedy_score, greedy_oracle): a row per seed and a pooled row."""
+    """Per task, pair, measure (greedy_score, greedy_oracle): a row per seed (its interval covers the
+    inputs only, so it carries no verdict) and a pooled row over every seed, which decides."""
     rows, scores = [], PairedScores(config, results_dir)
     for task in config.tasks:
         for a_name, b_name in settings.win_rate_pairs:
             for measure in ("greedy_score", "greedy_oracle"):
                 per_seed = scores.per_seed(task, a_name, b_name, settings.headline_fraction, measure)
-                ident = dict(task=task, method_a=a_name, method_b=b_name, measure=measure, n_seeds=len(per_seed) - 1)
-                rows += [{**ident, "seed": seed, **compare(pair.iloc[:, 0], pair.iloc[:, 1], settings)}
-                         for seed, pair in per_seed.items()]
+                if not per_seed:
+                    continue
+                per_seed.pop("pooled")
+                ident = dict(task=task, method_a=a_name, method_b=b_name, measure=measure)
+                for seed, pair in per_seed.items():
+                    rows.append({**ident, "seed": seed, **compare({seed: pair}), "verdict": ""})
+                rows.append({**ident, "seed": "pooled", **compare(per_seed)})
     columns = ["task", "method_a", "method_b", "measure", "seed", "n_seeds", "n_inputs", "win", "tie", "lose",
-               "mean_difference", "ci95_low", "ci95_high", "verdict"]
+               "mean_difference", "ci95_low", "ci95_high", "interval_covers", "verdict"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def interval_note() -> str:
+    """What every verdict's interval is, for the captions of the claims and win-rate tables."""
+    return (f"{CONFIDENCE:.0%} interval of the mean difference over the (seed, input) matrix, covering both "
+            "sources of randomness: training runs (seeds) and test inputs (crossed random effects, variance "
+            "(MS_seed + MS_input - MS_res)/(S I), Student t with S - 1 degrees of freedom; xkdbench.reporting.stats). "
+            "A verdict picks a side only when that interval excludes 0 and at least 2 seeds stand behind it; "
+            "with one seed the interval covers the inputs only and decides nothing.")
 
 
 def write_win_rates(table: pd.DataFrame, settings: ReportSettings, out_dir: Path) -> list[Path]:
@@ -175,20 +224,17 @@ def write_win_rates(table: pd.DataFrame, settings: ReportSettings, out_dir: Path
                  r.n_seeds, r.n_inputs, f"{r.win} / {r.tie} / {r.lose}",
                  f"{r.mean_difference:+.4f} [{r.ci95_low:+.4f}, {r.ci95_high:+.4f}]", r.verdict]
                 for r in pooled.itertuples()]
-        md += ["## Verdicts, pooled over seeds\n", fmt.markdown(header, body),
-               "A verdict picks a side only when the 95% paired-bootstrap CI of the mean difference excludes 0.\n"]
-    header = ["A vs B", "by", "seed", "inputs", "win", "tie", "lose", "mean A - B [95% CI]", "verdict"]
-    for task, rows in table.groupby("task", sort=False):
+        md += ["## Verdicts, pooled over seeds\n", fmt.markdown(header, body), interval_note() + "\n"]
+    header = ["A vs B", "by", "seed", "inputs", "win", "tie", "lose", "mean A - B [95% CI, inputs only]"]
+    for task, rows in table[table["seed"] != "pooled"].groupby("task", sort=False):
         body = [[f"{r.method_a} vs {r.method_b}", "score" if r.measure == "greedy_score" else "oracle", r.seed,
                  r.n_inputs, r.win, r.tie, r.lose,
-                 f"{r.mean_difference:+.4f} [{r.ci95_low:+.4f}, {r.ci95_high:+.4f}]", r.verdict]
+                 f"{r.mean_difference:+.4f} [{r.ci95_low:+.4f}, {r.ci95_high:+.4f}]"]
                 for r in rows.itertuples()]
-        md += [f"## {task}\n", fmt.markdown(header, body),
-               f"Per test input matched by index, over {fmt.count_label(rows['n_seeds'])} seeds; pooled rows count "
-               f"every (seed, input) pair. Win: A's per-example score > B's, tie: within 1e-9. By score: "
-               f"{fmt.PER_EXAMPLE.get(task, 'per-example task metric')}; by oracle: the oracle score (0-1). "
-               f"CI: paired bootstrap (scipy.stats.bootstrap, BCa, {settings.bootstrap_resamples} resamples, "
-               f"seed {settings.bootstrap_seed}).\n"]
+        md += [f"## {task}, per seed\n", fmt.markdown(header, body),
+               f"Per test input matched by index, one seed a row (a t-interval over its inputs: it does not cover "
+               f"the training run, so it decides nothing). Win: A's per-example score > B's, tie: within 1e-9. By "
+               f"score: {fmt.PER_EXAMPLE.get(task, 'per-example task metric')}; by oracle: the oracle score (0-1).\n"]
     if table.empty:
         md.append("No pair had outputs for both models.\n")
     write_text(out_dir / "win_rates.md", "\n".join(md))
