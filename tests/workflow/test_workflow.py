@@ -95,3 +95,18 @@ def test_smoke_study_end_to_end_and_interrupted_rerun(tmp_path):
     out = subprocess.run(cmd + ["-n"], cwd=work, env=OFFLINE, capture_output=True, text=True)
     rules = set(re.findall(r"^(?:local)?rule (\w+):$", out.stdout, flags=re.MULTILINE))
     assert out.returncode == 0 and rules == {"distill", "report", "all"}, out.stdout[-3000:]
+
+
+@pytest.mark.slow
+def test_a_fresh_clone_plans_the_whole_study(tmp_path):
+    """`git clone` and `snakemake` with no arguments: every cell of the default study is planned, not
+    "Nothing to be done" because the committed tables under paper_figures/ look up to date."""
+    from xkdbench.config import load_config
+
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    out = subprocess.run(SNAKEMAKE + ["-n", "--cores", "2"], cwd=clone, env=OFFLINE, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out.stdout, flags=re.MULTILINE))
+    cells = load_config(clone / "workflows/config/default.yaml").cells()
+    assert int(counts["distill"]) == len(cells) and int(counts["report"]) == 1, out.stdout[-3000:]
