@@ -108,3 +108,23 @@ def test_limit_holds_in_fp32_at_practical_precision(pair):
                                rtol=0.02, atol=0)
     torch.testing.assert_close(generalized_jsd(student, teacher, beta=1 - 1e-3) / 1e-3, reverse_kl(student, teacher),
                                rtol=0.05, atol=0)
+
+
+def test_trl_before_pr_3043_is_neither_jsd_beta_nor_jsd_one_minus_beta():
+    """The docstring's statement about TRL <= 0.15, from that code's formula: mixture
+    m' = beta q + (1 - beta) p, weights beta KL(p || m') + (1 - beta) KL(q || m')."""
+    from xkdbench.losses import generalized_jsd
+
+    g = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(6, 9, generator=g), torch.randn(6, 9, generator=g)
+    log_q, log_p = student.log_softmax(-1).double(), teacher.log_softmax(-1).double()
+
+    def old_trl(beta):
+        log_m = torch.logsumexp(torch.stack([log_q + math.log(beta), log_p + math.log(1 - beta)]), 0)
+        return beta * torch.nn.functional.kl_div(log_m, log_p, reduction="none", log_target=True).sum(-1) + \
+            (1 - beta) * torch.nn.functional.kl_div(log_m, log_q, reduction="none", log_target=True).sum(-1)
+
+    for beta in (0.1, 0.9):
+        for ours in (beta, 1 - beta):
+            assert (old_trl(beta) - generalized_jsd(student, teacher, beta=ours).double()).abs().max() > 0.1
+    torch.testing.assert_close(old_trl(0.5), generalized_jsd(student, teacher, beta=0.5).double(), atol=1e-6, rtol=1e-6)

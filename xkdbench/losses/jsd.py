@@ -14,7 +14,9 @@ def generalized_jsd(
 
     beta is the TEACHER's weight in the mixture m (GKD paper's convention, also TRL >= 0.16): beta = 0 is
     exactly forward KL(p || q) and beta = 1 exactly reverse KL(q || p) (both endpoints special-cased).
-    TRL <= 0.15 and DistiLLM's `lam` weight the mixture the other way (their beta is our 1 - beta).
+    TRL before PR #3043 (<= 0.15) computed beta KL(p || m') + (1 - beta) KL(q || m') with
+    m' = beta q + (1 - beta) p: its mixture follows 1 - beta while its weights follow beta, so it is
+    neither our JSD(beta) nor JSD(1 - beta) except at beta = 0.5, where all three agree (tested).
     Near the endpoints JSD(beta) / beta -> KL(p || q) as beta -> 0 and JSD(beta) / (1 - beta) -> KL(q || p)
     as beta -> 1 (Taylor: JSD(beta) = beta KL(p||q) - beta^2 chi^2(p||q) / 2 + O(beta^3)).
     It is symmetric under swapping roles: JSD_beta(p, q) = JSD_{1-beta}(q, p), and bounded by the binary

@@ -10,7 +10,9 @@ from xkdbench.methods.common import token_nll
 
 @dataclass
 class SupervisedKDConfig:
-    """hard_label_weight: weight of the gold NLL added to the KL (0 as in GKD; LMOps uses 0.5).
+    """hard_label_weight: weight of the gold NLL added to the KL (0 as in GKD). LMOps and DistiLLM train on
+      (1 - kd_ratio) NLL + kd_ratio KD with kd_ratio 0.5, i.e. NLL and KD weighted 1:1: in this form that
+      is hard_label_weight 1 (their loss is half of ours, a factor Adam's update is invariant to).
     loss_temperature: logits of both models are divided by it inside the KL."""
 
     hard_label_weight: float = 0.0
