@@ -51,6 +51,11 @@ def experiment(**overrides):
      "config.methods[0].fractions: 0.5 is not allowed; allowed: 1.0"),
     (experiment(methods=[{"name": "g", "method": "gkd", "tasks": []}]), "config.methods[0].tasks: an empty list"),
     (experiment(methods=[{"name": "g", "method": "gkd", "fractions": "1"}]), "config.methods[0].fractions: expected a list"),
+    (experiment(methods=[{"name": "g", "method": "gkd", "stream": -1}]), "config.methods[0].stream: -1 is out of range"),
+    (experiment(models={"teacher": {"family": "t5"}, "student": {"family": "llama"}}),
+     "config.models.student.family: the student is 'llama' but the teacher is 't5'; distillation across model "
+     "families is not supported"),
+    (experiment(distill={"disable_dropout": "no"}), "config.distill.disable_dropout: expected bool"),
 ])
 def test_experiment_errors(data, message):
     with pytest.raises(ConfigError) as error:

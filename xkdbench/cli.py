@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from xkdbench.config import ConfigError, ExperimentConfig, check_range, load_config, to_dict
+from xkdbench.config import ConfigError, ExperimentConfig, check_range, load_config, mixed_families, to_dict
 from xkdbench.io import provenance, read_jsonl, write_json, write_jsonl
 from xkdbench.registry import UnknownNameError
 
@@ -210,6 +210,10 @@ def cmd_distill(args) -> None:
     settings = method_config(entry.method, entry.settings)
     student = load_model(_existing(args.student, "--student"))
     teacher = load_model(_existing(args.teacher, "--teacher")) if cls.needs_teacher(settings) else None
+    if teacher is not None and teacher.is_encoder_decoder != student.is_encoder_decoder:
+        family = {True: "t5 (encoder-decoder)", False: "decoder-only"}
+        raise ConfigError(mixed_families("--teacher", family[teacher.is_encoder_decoder],
+                                         family[student.is_encoder_decoder]))
     teacher_outputs = None
     if cls.uses_teacher_outputs(settings):
         cached = {r["prompt"]: r["output"] for r in read_jsonl(_existing(args.teacher_outputs, "--teacher-outputs"))}

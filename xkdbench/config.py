@@ -234,6 +234,17 @@ class ModelsConfig:
     def validate(self, where: str) -> None:
         self.teacher.validate(f"{where}.teacher")
         self.student.validate(f"{where}.student")
+        built = not self.teacher.pretrained and not self.student.pretrained
+        if built and self.teacher.family != self.student.family:
+            raise ConfigError(mixed_families(f"{where}.student.family", self.teacher.family, self.student.family))
+
+
+def mixed_families(where: str, teacher: str, student: str) -> str:
+    """Teacher and student of different families format a prompt differently (a decoder-only model
+    separates prompt and target with a BOS token, an encoder-decoder feeds the prompt to its
+    encoder), so token-level losses would compare distributions over different contexts."""
+    return (f"{where}: the student is {student!r} but the teacher is {teacher!r}; distillation across model "
+            "families is not supported (their prompt formats differ); use one family for both")
 
 
 ENTRY_KEYS = ("name", "method", "tasks", "fractions", "stream")  # a method entry's keys beside its settings

@@ -173,3 +173,20 @@ def test_named_random_streams_are_isolated_and_reproducible(tokenizer, family):
         two = torch.rand(4)
     assert c.sampling_calls == 2 and not torch.equal(one, two)
     assert ctx().rng.random() != ctx(stream=1).rng.random()  # per-step decisions follow the offset too
+
+
+@pytest.mark.parametrize("disable_dropout", [True, False])
+def test_dropout_is_off_during_training_unless_kept(tmp_path, tokenizer, toy_data, disable_dropout):
+    """TRL's default: the loss sees the model in eval mode (no dropout); `disable_dropout: false` keeps it."""
+    sft = METHODS.get("sft")
+    modes = []
+
+    class Spy(sft):
+        def loss(self, batch):
+            modes.append(self.ctx.student.model.training)
+            return super().loss(batch)
+
+    student = tiny_model(tokenizer, "t5", seed=1)
+    cfg = TrainingConfig(steps=2, batch_size=8, warmup_steps=0, disable_dropout=disable_dropout)
+    train(TrainSetup(Spy, method_config("sft", {}), student, toy_data, cfg, 0, CPU), tmp_path)
+    assert modes == [not disable_dropout] * 2
