@@ -7,8 +7,7 @@ raises `ConfigError` naming the field (as a dotted path) and what is allowed, be
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,91 +16,24 @@ import yaml
 
 from xkdbench.errors import ConfigError
 from xkdbench.models.build import ModelSpec
+from xkdbench.validation import _coerce, check_choice, check_range, from_dict
 
-__all__ = ["ConfigError", "ExperimentConfig", "from_dict", "load_config"]
+__all__ = ["ConfigError", "ExperimentConfig", "check_choice", "check_range", "from_dict", "load_config",
+           "register_study_check"]
 
-
-def _describe(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check `value` against the annotation `tp`, converting ints to floats where a float is wanted."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(value, option, where)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {_describe(tp)}")
-    if dataclasses.is_dataclass(tp):
-        if hasattr(tp, "from_config"):
-            return tp.from_config(value, where)
-        return from_dict(tp, value, where)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        (item,) = typing.get_args(tp) or (Any,)
-        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        _, item = typing.get_args(tp) or (str, Any)
-        return {k: _coerce(v, item, f"{where}.{k}") for k, v in value.items()}
-    if tp is Any:
-        return value
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp is int and isinstance(value, bool) or not isinstance(value, tp):
-        raise ConfigError(f"{where}: expected {_describe(tp)}, got {value!r}")
-    return value
+# Checks of a whole study that need a higher layer (the task generators, the method registry, the
+# report settings). Each layer registers its own when imported, and the package imports all of them
+# (xkdbench/__init__.py), so this module imports none of them and the layers stay acyclic.
+STUDY_CHECKS: dict[str, Callable[[Any, str], None]] = {}
 
 
-def from_dict(cls: type, data: Any, where: str = "config") -> Any:
-    """Build dataclass `cls` from a mapping; unknown keys and wrong types raise ConfigError."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(fields))}")
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for name, f in fields.items():
-        if name in data:
-            kwargs[name] = _coerce(data[name], hints[name], f"{where}.{name}")
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"{where}.{name}: required field is missing")
-    obj = cls(**kwargs)
-    if hasattr(obj, "validate"):
-        obj.validate(where)
-    return obj
+def register_study_check(name: str):
+    """Register `check(config, where)`, run by ExperimentConfig.validate in registration order."""
+    def decorator(check):
+        STUDY_CHECKS[name] = check
+        return check
 
-
-def check_range(where: str, value: float, low: float | None = None, high: float | None = None,
-                *, low_open: bool = False, high_open: bool = False) -> None:
-    bad = (low is not None and (value < low or (low_open and value == low))) or (
-        high is not None and (value > high or (high_open and value == high)))
-    if bad:
-        lo = "-inf" if low is None else f"{low}"
-        hi = "inf" if high is None else f"{high}"
-        interval = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
-        raise ConfigError(f"{where}: {value!r} is out of range; allowed: {interval}")
-
-
-def check_choice(where: str, value: Any, allowed: typing.Iterable[Any]) -> None:
-    allowed = list(allowed)
-    if value not in allowed:
-        raise ConfigError(f"{where}: {value!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
+    return decorator
 
 
 SCHEDULES = ("constant", "linear", "cosine")
@@ -321,40 +253,31 @@ class ExperimentConfig:
     resources: dict[str, Any] = field(default_factory=dict)  # read by the workflow (jobs' threads, GPUs)
 
     def validate(self, where: str) -> None:
-        from xkdbench.methods import METHODS, method_config
-        from xkdbench.tasks import get_task, task_names
-
         check_choice(f"{where}.device", self.device, ("auto", "cpu", "cuda"))
         check_choice(f"{where}.precision", self.precision, ("auto", "fp32", "bf16"))
         if not self.tasks:
-            raise ConfigError(f"{where}.tasks: at least one task is required; known tasks: {', '.join(task_names())}")
-        for name, task in self.tasks.items():
-            check_choice(f"{where}.tasks", name, task_names())
-            try:  # the task checks its own options (sizes, difficulty, dataset ids)
-                get_task(name, source=task.source, **task.options)
-            except (ValueError, KeyError) as e:
-                raise ConfigError(f"{where}.tasks.{name}.options: {e}") from None
+            raise ConfigError(f"{where}.tasks: at least one task is required")
+        missing = sorted({"tasks", "methods", "report"} - set(STUDY_CHECKS))
+        if missing:  # never validate a study only in part
+            raise RuntimeError(f"the study checks of {missing} are not registered; import xkdbench first")
+        STUDY_CHECKS["tasks"](self, where)  # names of tasks first: everything below refers to them
+        for name in self.tasks:
             for section in ("teacher_training", "student_init", "distill"):
                 self.training(section, name)  # validates the per-task override now
         for i, f in enumerate(self.fractions):
             check_range(f"{where}.fractions[{i}]", f, 0, 1, low_open=True)
         seen = set()
         for i, entry in enumerate(self.methods):
-            check_choice(f"{where}.methods[{i}].method", entry.method, METHODS.names())
             if entry.name in seen:
                 raise ConfigError(f"{where}.methods[{i}].name: {entry.name!r} is used twice; names must be unique")
             seen.add(entry.name)
-            settings = method_config(entry.method, entry.settings, f"{where}.methods[{i}].settings")
             for task in entry.tasks or []:
                 check_choice(f"{where}.methods[{i}].tasks", task, self.tasks)
             for f in entry.fractions or []:
                 check_choice(f"{where}.methods[{i}].fractions", f, [float(x) for x in self.fractions])
-            for task in (t for t in self.tasks if entry.runs_on(t)):
-                METHODS.get(entry.method).check_training(settings, self.training("distill", task),
-                                                         f"{where}.tasks.{task}.distill (or {where}.distill)")
-        from xkdbench.reporting.settings import report_settings
-
-        report_settings(self)  # the report section names methods and fractions: check them now
+        for name, check in STUDY_CHECKS.items():
+            if name != "tasks":
+                check(self, where)
 
     def cells(self) -> list[tuple[str, str, float, int]]:
         """Every (task, method variant, fraction, seed) of the study, in config order."""

@@ -7,9 +7,23 @@ method is a new file here with a config dataclass and a `Method` subclass decora
 import importlib
 import pkgutil
 
+from xkdbench.config import register_study_check
 from xkdbench.methods.base import METHODS, Method, Paper, method_config, register
+from xkdbench.validation import check_choice
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
+
+
+@register_study_check("methods")
+def check_methods(config, where: str) -> None:
+    """Each method entry names a registered method, its settings are valid, and the method accepts the
+    distillation budget of every task it runs on."""
+    for i, entry in enumerate(config.methods):
+        check_choice(f"{where}.methods[{i}].method", entry.method, METHODS.names())
+        settings = method_config(entry.method, entry.settings, f"{where}.methods[{i}].settings")
+        for task in (t for t in config.tasks if entry.runs_on(t)):
+            METHODS.get(entry.method).check_training(settings, config.training("distill", task),
+                                                     f"{where}.tasks.{task}.distill (or {where}.distill)")
 
 __all__ = ["METHODS", "Method", "Paper", "method_config", "register"]

@@ -16,6 +16,7 @@ import torch
 
 from xkdbench.models.batch import Batch
 from xkdbench.registry import Registry
+from xkdbench.validation import from_dict
 
 if TYPE_CHECKING:
     from xkdbench.core.context import TrainContext, TrainExamples
@@ -110,7 +111,7 @@ def register(name: str):
 
 def method_config(method: str, settings: dict[str, Any], where: str = "settings") -> Any:
     """Build the config dataclass of `method` from `settings`, strictly."""
-    from xkdbench.config import from_dict
+    from xkdbench.validation import from_dict
 
     cls = METHODS.get(method, field=where.rsplit(".settings", 1)[0] + ".method")
     return from_dict(cls.Config, settings, where)

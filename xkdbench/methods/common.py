@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from xkdbench.config import ConfigError, check_range
+from xkdbench.validation import ConfigError, check_range
 from xkdbench.losses import DIVERGENCES, divergence_fn
 from xkdbench.models.batch import Batch
 

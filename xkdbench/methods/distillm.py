@@ -5,7 +5,7 @@ import random
 from collections import deque
 from dataclasses import dataclass
 
-from xkdbench.config import ConfigError, check_choice, check_range
+from xkdbench.validation import ConfigError, check_choice, check_range
 from xkdbench.methods.base import Method, Paper, register
 from xkdbench.methods.common import DivergenceSettings, divergence_on
 from xkdbench.models.batch import Batch

@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from xkdbench.config import ConfigError, check_choice, check_range
+from xkdbench.validation import ConfigError, check_choice, check_range
 from xkdbench.core.mixture_sampling import sample_teacher_mixed
 from xkdbench.losses import reverse_kl
 from xkdbench.methods.base import Method, Paper, register

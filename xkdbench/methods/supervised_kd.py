@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from xkdbench.config import check_range
+from xkdbench.validation import check_range
 from xkdbench.methods.base import Method, Paper, register
 from xkdbench.methods.common import token_nll
 

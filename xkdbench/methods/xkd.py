@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from xkdbench.config import check_choice
+from xkdbench.validation import check_choice
 from xkdbench.methods.base import Paper, register
 from xkdbench.methods.gkd import GKD, GKDConfig
 from xkdbench.methods.seqkd import SeqKD, SeqKDConfig

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from xkdbench.config import ConfigError, check_choice, check_range
+from xkdbench.validation import ConfigError, check_choice, check_range
 from xkdbench.models.batch import Batch
 from xkdbench.models.seq2seq import Seq2SeqLM, eval_mode
 

@@ -19,8 +19,13 @@ Keys (all optional):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from xkdbench.config import ConfigError, ExperimentConfig, check_range
+from xkdbench.config import register_study_check
+from xkdbench.validation import ConfigError
+
+if TYPE_CHECKING:
+    from xkdbench.config import ExperimentConfig
 
 REFERENCES = ("teacher", "student_init")
 KEYS = ("headline_fraction", "win_rate_pairs", "gkd_grid_task", "claims")
@@ -47,6 +52,12 @@ class ReportSettings:
     win_rate_pairs: tuple[tuple[str, str], ...]
     gkd_grid_task: str
     claims: tuple[Claim, ...] = ()
+
+
+@register_study_check("report")
+def check_report(config: ExperimentConfig, where: str) -> None:
+    """The report section names methods, tasks and fractions of the study: check them at load time."""
+    report_settings(config)
 
 
 def report_settings(config: ExperimentConfig) -> ReportSettings:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from xkdbench.config import register_study_check
+from xkdbench.errors import ConfigError
 from xkdbench.registry import Registry
 from xkdbench.tasks.base import SOURCES, SPLITS, OracleUnavailableError, Task
 from xkdbench.tasks.reasoning import ReasoningTask
@@ -41,6 +43,18 @@ def get_task(name: str, source: str = "embedded", **options: Any) -> Task:
     cls = TASKS.get(name, field="task")
     TASK_SOURCES.get(source, field="source")
     return cls(source, **options)
+
+
+@register_study_check("tasks")
+def check_tasks(config, where: str) -> None:
+    """Every task of the study is known, and its generator or dataset accepts its options."""
+    for name, task in config.tasks.items():
+        if name not in TASKS.names():
+            raise ConfigError(f"{where}.tasks: {name!r} is not allowed; allowed: {', '.join(task_names())}")
+        try:  # the task checks its own options (sizes, difficulty, dataset ids)
+            get_task(name, source=task.source, **task.options)
+        except (ValueError, KeyError) as e:
+            raise ConfigError(f"{where}.tasks.{name}.options: {e}") from None
 
 
 __all__ = ["get_task", "task_names", "SPLITS", "SOURCES", "Task", "TASKS", "OracleUnavailableError",
