@@ -9,9 +9,9 @@ from scipy import stats
 
 from tests.reporting.conftest import make_config
 from xkdbench.config import ConfigError
+from xkdbench.reporting.calibration import Scenario, verdict_rates
 from xkdbench.reporting.gkd_grid import divergence_label, placement
 from xkdbench.reporting.settings import report_settings
-from xkdbench.reporting.calibration import Scenario, verdict_rates
 from xkdbench.reporting.stats import crossed_interval, paired_matrix, t_interval, win_tie_lose
 
 

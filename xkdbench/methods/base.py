@@ -111,7 +111,6 @@ def register(name: str):
 
 def method_config(method: str, settings: dict[str, Any], where: str = "settings") -> Any:
     """Build the config dataclass of `method` from `settings`, strictly."""
-    from xkdbench.validation import from_dict
 
     cls = METHODS.get(method, field=where.rsplit(".settings", 1)[0] + ".method")
     return from_dict(cls.Config, settings, where)

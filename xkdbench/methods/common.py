@@ -6,9 +6,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from xkdbench.validation import ConfigError, check_range
 from xkdbench.losses import DIVERGENCES, divergence_fn
 from xkdbench.models.batch import Batch
+from xkdbench.validation import ConfigError, check_range
 
 
 @dataclass

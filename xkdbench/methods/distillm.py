@@ -5,11 +5,11 @@ import random
 from collections import deque
 from dataclasses import dataclass
 
-from xkdbench.validation import ConfigError, check_choice, check_range
 from xkdbench.methods.base import Method, Paper, register
 from xkdbench.methods.common import DivergenceSettings, divergence_on
 from xkdbench.models.batch import Batch
 from xkdbench.models.seq2seq import Seq2SeqLM
+from xkdbench.validation import ConfigError, check_choice, check_range
 
 SKEW_DIVERGENCES = ("skew_forward_kl", "skew_reverse_kl")
 

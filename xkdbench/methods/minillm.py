@@ -6,12 +6,12 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from xkdbench.validation import ConfigError, check_choice, check_range
 from xkdbench.core.mixture_sampling import sample_teacher_mixed
 from xkdbench.losses import reverse_kl
 from xkdbench.methods.base import Method, Paper, register
 from xkdbench.models.batch import Batch
 from xkdbench.models.seq2seq import eval_mode
+from xkdbench.validation import ConfigError, check_choice, check_range
 
 RETURN_FORMS = ("paper", "code")
 

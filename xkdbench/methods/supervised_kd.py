@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from xkdbench.validation import check_range
 from xkdbench.methods.base import Method, Paper, register
 from xkdbench.methods.common import token_nll
+from xkdbench.validation import check_range
 
 
 @dataclass

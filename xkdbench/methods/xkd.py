@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import torch
 
-from xkdbench.validation import check_choice
 from xkdbench.methods.base import Paper, register
 from xkdbench.methods.gkd import GKD, GKDConfig
 from xkdbench.methods.seqkd import SeqKD, SeqKDConfig
@@ -23,6 +22,7 @@ from xkdbench.methods.xkd_reward import (
     reward_head_for,
 )
 from xkdbench.models.batch import Batch
+from xkdbench.validation import check_choice
 
 PAPER = Paper("X-KD: General Experiential Knowledge Distillation for Large Language Models", "2602.12674")
 REGULARISER_ON = ("same", "gold")

@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from xkdbench.validation import ConfigError, check_choice, check_range
 from xkdbench.models.batch import Batch
 from xkdbench.models.seq2seq import Seq2SeqLM, eval_mode
+from xkdbench.validation import ConfigError, check_choice, check_range
 
 Q_MAPS = ("logit", "logprob", "ava")
 LOG_SIGMA_RANGE = (-5.0, 5.0)
