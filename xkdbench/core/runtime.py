@@ -49,7 +49,8 @@ def torch_stream(seed: int, device: torch.device):
     For code that draws from the global generator and takes no generator argument (Hugging Face
     `generate`, module initialisation): the block's draws are a function of `seed` alone, and the
     stream outside it is left exactly as it was."""
-    devices = [device] if device.type == "cuda" else []
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield

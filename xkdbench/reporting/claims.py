@@ -38,7 +38,6 @@ def claims_table(config: ExperimentConfig, settings: ReportSettings, results_dir
             per_seed = scores.per_seed(task, claim.a, claim.b, claim.fraction, claim.measure)
             if not per_seed:
                 continue
-            per_seed.pop("pooled")
             result = compare(per_seed)
             better = sum(pair.iloc[:, 0].mean() > pair.iloc[:, 1].mean() for pair in per_seed.values())
             verdict = VERDICTS[result["verdict"]]

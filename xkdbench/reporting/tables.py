@@ -82,7 +82,6 @@ def _best_vs_runner_up(block: list[dict], scores: PairedScores, measure: str, se
     per_seed = scores.per_seed(best["task"], best["model"], second["model"], settings.headline_fraction, measure)
     if not per_seed:
         return
-    per_seed.pop("pooled")
     result = compare(per_seed)
     best.update(runner_up=second["model"], vs_runner_up=result["mean_difference"],
                 vs_runner_up_low=result["ci95_low"], vs_runner_up_high=result["ci95_high"],
@@ -170,8 +169,8 @@ class PairedScores:
         return self._cache[model]
 
     def per_seed(self, task: str, a_name: str, b_name: str, fraction: float, measure: str) -> dict:
-        """{seed: two columns (A, B) of `measure`, matched by test input index} plus "pooled" (every
-        (seed, input) pair) when any seed has both models; seeds missing either model are left out."""
+        """{seed: two columns (A, B) of `measure`, matched by test input index}; seeds missing either
+        model are left out."""
         paired = {}
         for seed in self.config.seeds:
             a = self._scores(_model(self.config, task, a_name, fraction, seed))
@@ -181,8 +180,6 @@ class PairedScores:
             joined = a.add_suffix("_a").join(b.add_suffix("_b"), how="inner")[[f"{measure}_a", f"{measure}_b"]].dropna()
             if not joined.empty:
                 paired[seed] = joined
-        if paired:
-            paired["pooled"] = pd.concat(paired.values())
         return paired
 
 
@@ -196,7 +193,6 @@ def win_rates(config: ExperimentConfig, settings: ReportSettings, results_dir: P
                 per_seed = scores.per_seed(task, a_name, b_name, settings.headline_fraction, measure)
                 if not per_seed:
                     continue
-                per_seed.pop("pooled")
                 ident = dict(task=task, method_a=a_name, method_b=b_name, measure=measure)
                 for seed, pair in per_seed.items():
                     rows.append({**ident, "seed": seed, **compare({seed: pair}), "verdict": ""})
