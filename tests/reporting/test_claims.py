@@ -15,6 +15,10 @@ CLAIMS = [
     {"claim": "sft beats gkd by the oracle", "a": "sft", "b": "gkd_jsd09", "measure": "oracle", "tasks": ["reasoning"]},
     {"claim": "gkd beats sft by the score at half the data", "a": "gkd_jsd09", "b": "sft", "fraction": 0.5,
      "tasks": ["summarization"]},
+    {"claim": "sft gets to its best faster", "a": "sft", "b": "gkd_jsd09", "measure": "time_to_best",
+     "tasks": ["summarization"]},
+    {"claim": "gkd gets to its best faster", "a": "gkd_jsd09", "b": "sft", "measure": "time_to_best",
+     "tasks": ["summarization"], "fraction": 0.5},
 ]
 
 
@@ -29,7 +33,7 @@ def claims(tmp_path_factory):
 
 def test_a_claim_row_per_task_with_the_pooled_effect(claims):
     table, _ = claims
-    assert list(table["claim"]) == [CLAIMS[0]["claim"]] * 2 + [CLAIMS[1]["claim"], CLAIMS[2]["claim"]]
+    assert list(table["claim"]) == [CLAIMS[0]["claim"]] * 2 + [c["claim"] for c in CLAIMS[1:]]
     first = table.iloc[0]  # summarization, every seed present: the oracle is 0.05 higher on every input
     assert (first["task"], first["n_seeds"], first["n_inputs"]) == ("summarization", 3, N_INPUTS)
     assert first["mean_difference"] == pytest.approx(0.05)
@@ -49,6 +53,21 @@ def test_the_verdict_follows_the_interval(claims):
                 else "inconclusive")
     assert row["verdict"] == expected and row["ci95_low"] <= row["mean_difference"] <= row["ci95_high"]
     assert "**reproduced**" in md and "training runs (seeds) and test inputs" in md
+
+
+def test_time_to_best_is_paired_by_seed_with_a_t_interval_over_seeds(claims):
+    """sft reaches its lowest validation NLL at 10 + seed seconds, gkd_jsd09 (three times slower) at
+    3 (10 + seed): A - B = -20, -22, -24 over seeds 0-2, a t-interval with 2 degrees of freedom."""
+    table, md = claims
+    faster, slower = table.iloc[4], table.iloc[5]
+    diffs = np.array([-20.0, -22.0, -24.0])
+    half = 4.302652729911275 * diffs.std(ddof=1) / np.sqrt(3)  # t(0.975, df=2), from tables
+    assert (faster["n_seeds"], faster["n_inputs"], faster["seeds_a_better"]) == (3, 0, 3)
+    assert faster["mean_difference"] == pytest.approx(-22.0)
+    assert (faster["ci95_low"], faster["ci95_high"]) == pytest.approx((-22.0 - half, -22.0 + half))
+    assert faster["verdict"] == "reproduced" and faster["interval_covers"] == "seeds only (one value per run)"
+    assert slower["verdict"] == "not reproduced (B better)" and slower["mean_difference"] > 0
+    assert "time to best (s)" in md and "3 runs" in md
 
 
 @pytest.mark.parametrize("claim,message", [

@@ -50,7 +50,7 @@ def test_tidy_table_shape_and_values(report):
     assert row["method_key"] == "gkd" and row["rouge2"] == pytest.approx(headline("summarization", "gkd_jsd09", 0.5, 1))
     assert row["headline"] == row["rouge2"] and row["num_inputs"] == N_INPUTS
     assert row["train_seconds"] == pytest.approx(300 * 0.5 + 1) and row["generated_tokens"] == 1000
-    assert row["time_to_best_validation"] == 10.0  # lowest validation NLL at step 20, 10 s
+    assert row["time_to_best_validation"] == (10 + 1) * 3  # lowest validation NLL at step 20: (10 + seed)(index + 1) s
     hot = tidy.query("task == 'reasoning' and method == 'sft' and fraction == 1 and seed == 0 "
                      "and decoding == 'sample@1'").iloc[0]
     assert hot["temperature"] == 1.0 and hot["self_bleu"] == pytest.approx(80 - 40 - 2)
@@ -138,7 +138,7 @@ def test_gkd_grid_placement(report):
 
 def test_every_output_exists_and_figures_are_nonempty(report):
     _, _, out, paths = report
-    for name in ("data_efficiency", "performance_diversity", "gkd_grid", "cost"):
+    for name in ("data_efficiency", "performance_diversity", "gkd_grid", "cost", "validation_curves"):
         assert paths[f"figure_{name}"] == [out / "figures" / f"{name}.png", out / "figures" / f"{name}.pdf"]
     for files in paths.values():
         for path in files:
@@ -207,3 +207,19 @@ def test_a_variant_limited_to_one_task_and_fraction(tmp_path):
     assert "gkd_fkl_on" not in [m.name for m in curve_variants(config, "reasoning")]
     wins = pd.read_csv(out / "win_rates.csv")
     assert set(wins["task"]) == {"reasoning"}  # the pair exists only where both ran
+
+
+def test_validation_curves_draw_each_seeds_log_and_names_a_bad_variant(tmp_path):
+    from xkdbench.config import ConfigError
+    from xkdbench.reporting.settings import report_settings
+
+    with pytest.raises(ConfigError) as error:
+        report_settings(make_config(validation_curves=["sft", "bd"]))
+    assert "config.report.validation_curves[1]: 'bd' is not a method variant" in str(error.value)
+    config = make_config(validation_curves=["gkd_jsd09"])
+    results = tmp_path / "results"
+    write_results(results)
+    from xkdbench.reporting import figures
+    settings = report_settings(config)
+    paths = figures.validation_curves(config, settings, figures.method_colors(config), results, tmp_path / "out")
+    assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 0 for p in paths)

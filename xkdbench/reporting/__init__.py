@@ -17,6 +17,7 @@ Outputs in out_dir (an empty list in the returned dict marks an output skipped, 
   cost.{csv,md}          training cost per task and method variant
   claims.{csv,md}        each configured claim of the source papers: effect, 95% CI, verdict
   figures/{data_efficiency,performance_diversity,gkd_grid,cost}.{png,pdf}
+  figures/validation_curves.{png,pdf}   validation NLL against training seconds (report.validation_curves)
 """
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ def build_report(config: ExperimentConfig, results_dir: Path, out_dir: Path) -> 
         log.info("win rates skipped: no pairs (set report.win_rate_pairs, or configure an xkd method)")
     paths["cost_table"] = tables.write_cost_table(tables.cost_table(tidy, config), out_dir)
     if settings.claims:
-        paths["claims"] = claims.write_claims(claims.claims_table(config, settings, results_dir), settings, out_dir)
+        paths["claims"] = claims.write_claims(claims.claims_table(config, settings, results_dir, tidy), settings, out_dir)
     else:
         paths["claims"] = []
         log.info("claims skipped: none configured (report.claims)")
@@ -71,6 +72,12 @@ def build_report(config: ExperimentConfig, results_dir: Path, out_dir: Path) -> 
     for name, draw in (("data_efficiency", figures.data_efficiency),
                        ("performance_diversity", figures.performance_diversity), ("cost", figures.cost)):
         paths[f"figure_{name}"] = draw(tidy, config, settings, colors, out_dir)
+
+    if settings.validation_curves:
+        paths["figure_validation_curves"] = figures.validation_curves(config, settings, colors, results_dir, out_dir)
+    else:
+        paths["figure_validation_curves"] = []
+        log.info("validation curves skipped: no variants named (report.validation_curves)")
 
     grid = gkd_grid(tidy, config, settings)
     if grid is None:

@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from xkdbench.config import ExperimentConfig
-from xkdbench.io import atomic_path
+from xkdbench.io import atomic_path, read_jsonl
 from xkdbench.reporting import formatting as fmt
 from xkdbench.reporting.gkd_grid import grid_pivot
 from xkdbench.reporting.settings import REFERENCES, ReportSettings
@@ -187,3 +187,40 @@ def cost(tidy, config: ExperimentConfig, settings: ReportSettings, colors, out_d
     fig.suptitle(f"Training cost per method (mean over {fmt.count_label(cells.groupby('method').size())} "
                  "cells each: tasks x fractions x seeds)")
     return _save(fig, out_dir, "cost")
+
+
+def validation_curves(config: ExperimentConfig, settings: ReportSettings, colors, results_dir: Path,
+                      out_dir: Path) -> list[Path]:
+    """Per task: validation NLL against wall-clock training seconds of the `validation_curves` variants at
+    the headline fraction, one line per seed (from each cell's train_log.jsonl), the lowest point marked:
+    how fast each method gets to its best, and how good that best is."""
+    tasks = list(config.tasks)
+    fig, axes = _figure(len(tasks))
+    fraction = settings.headline_fraction
+    for ax, task in zip(axes, tasks, strict=True):
+        drawn = False
+        for name in settings.validation_curves:
+            entry = next(m for m in config.methods if m.name == name)
+            if not entry.runs_on(task, fraction):
+                continue
+            for i, seed in enumerate(config.seeds):
+                log_path = results_dir / "cells" / task / name / f"f{fraction:g}" / f"seed{seed}" / "train_log.jsonl"
+                points = [(r["seconds"], r["validation_nll"]) for r in (read_jsonl(log_path) if log_path.is_file() else [])
+                          if r.get("validation_nll") is not None and r.get("seconds") is not None]
+                if not points:
+                    continue
+                seconds, nll = zip(*points, strict=True)
+                ax.plot(seconds, nll, color=colors[name], lw=1.2, alpha=0.8, label=name if i == 0 else None)
+                best = int(np.argmin(nll))
+                ax.plot(seconds[best], nll[best], "o", color=colors[name], ms=4)
+                drawn = True
+        ax.set_title(task)
+        ax.set_xlabel("training seconds (wall clock)")
+        ax.set_ylabel("validation NLL (gold outputs)")
+        ax.grid(alpha=0.3)
+        if not drawn:
+            _mark_empty(ax)
+    _legend(fig, axes)
+    fig.suptitle(f"Validation NLL during training at data fraction {fraction:g} (one line per seed; dot: lowest, "
+                 "whose time is the cost table's time to best)")
+    return _save(fig, out_dir, "validation_curves")

@@ -10,11 +10,16 @@ Keys (all optional):
 - ``gkd_grid_task`` (default ``reasoning``): the task of the GKD grid (skipped when it is not configured).
 - ``claims`` (default none): the source papers' claims to test, each ``{claim: text, a: A, b: B}`` with
   optional ``tasks`` (default: every task where both ran), ``fraction`` (default the headline fraction)
-  ``measure`` (``score``: the per-example task metric, default; or ``oracle``) and ``control``
-  (default false). Each is checked as "A scores higher than B" with an interval over the
-  (seed, test input) matrix that covers both training runs and inputs (``xkdbench.reporting.stats``).
+  ``measure`` (``score``: the per-example task metric, default; ``oracle``; or ``time_to_best``: the
+  training seconds to the lowest validation NLL, one value per training run, lower is better) and
+  ``control`` (default false). A per-example measure is checked as "A scores higher than B" with an
+  interval over the (seed, test input) matrix that covers both training runs and inputs
+  (``xkdbench.reporting.stats``); ``time_to_best`` as "A takes less time than B" with a t-interval over
+  the seeds' paired differences.
   ``control: true`` marks the A/A control: A and B must be the same method with the same settings,
   differing only in their ``stream`` offset, and the claim text must say "A/A control".
+- ``validation_curves`` (default none): method variant names whose validation NLL is drawn against
+  training seconds (figures/validation_curves), at the headline fraction, one line per seed.
 """
 from __future__ import annotations
 
@@ -28,9 +33,11 @@ if TYPE_CHECKING:
     from xkdbench.config import ExperimentConfig
 
 REFERENCES = ("teacher", "student_init")
-KEYS = ("headline_fraction", "win_rate_pairs", "gkd_grid_task", "claims")
+KEYS = ("headline_fraction", "win_rate_pairs", "gkd_grid_task", "claims", "validation_curves")
 CLAIM_KEYS = ("claim", "a", "b", "tasks", "fraction", "measure", "control")
-MEASURES = {"score": "greedy_score", "oracle": "greedy_oracle"}  # claim measure -> per-example column
+# claim measure -> column: per-example (higher is better) or, for the time measure, per cell (lower is better)
+MEASURES = {"score": "greedy_score", "oracle": "greedy_oracle", "time_to_best": "time_to_best_validation"}
+PER_CELL_MEASURES = ("time_to_best_validation",)
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,7 @@ class ReportSettings:
     win_rate_pairs: tuple[tuple[str, str], ...]
     gkd_grid_task: str
     claims: tuple[Claim, ...] = ()
+    validation_curves: tuple[str, ...] = ()
 
 
 @register_study_check("report")
@@ -99,7 +107,12 @@ def report_settings(config: ExperimentConfig) -> ReportSettings:
         raise ConfigError(f"{where}.gkd_grid_task: expected a task name, got {task!r}")
     claims = tuple(_claim(config, item, f"{where}.claims[{i}]", fraction, names + list(REFERENCES))
                    for i, item in enumerate(_list(report.get("claims"), f"{where}.claims")))
-    return ReportSettings(fraction, tuple(pairs), task, claims)
+    curves = _list(report.get("validation_curves"), f"{where}.validation_curves")
+    for i, name in enumerate(curves):
+        if name not in names:
+            raise ConfigError(f"{where}.validation_curves[{i}]: {name!r} is not a method variant; "
+                              f"allowed: {', '.join(names)}")
+    return ReportSettings(fraction, tuple(pairs), task, claims, tuple(curves))
 
 
 def _no_unknown_keys(mapping: dict, allowed: tuple[str, ...], where: str) -> None:
