@@ -1,6 +1,8 @@
 """Claims: configured in `report.claims`, decided by the interval over seeds and inputs; the A/A control."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,6 +10,7 @@ import pytest
 from tests.reporting.conftest import MISSING, N_INPUTS, SEEDS, example_scores, make_config, write_results
 from xkdbench.config import ConfigError
 from xkdbench.reporting import build_report
+from xkdbench.reporting.collect import time_to_target
 from xkdbench.reporting.settings import report_settings
 
 CLAIMS = [
@@ -15,9 +18,9 @@ CLAIMS = [
     {"claim": "sft beats gkd by the oracle", "a": "sft", "b": "gkd_jsd09", "measure": "oracle", "tasks": ["reasoning"]},
     {"claim": "gkd beats sft by the score at half the data", "a": "gkd_jsd09", "b": "sft", "fraction": 0.5,
      "tasks": ["summarization"]},
-    {"claim": "sft gets to its best faster", "a": "sft", "b": "gkd_jsd09", "measure": "time_to_best",
+    {"claim": "sft gets to its best faster", "a": "sft", "b": "gkd_jsd09", "measure": "time_to_target",
      "tasks": ["summarization"]},
-    {"claim": "gkd gets to its best faster", "a": "gkd_jsd09", "b": "sft", "measure": "time_to_best",
+    {"claim": "gkd gets to its best faster", "a": "gkd_jsd09", "b": "sft", "measure": "time_to_target",
      "tasks": ["summarization"], "fraction": 0.5},
 ]
 
@@ -55,9 +58,10 @@ def test_the_verdict_follows_the_interval(claims):
     assert "**reproduced**" in md and "training runs (seeds) and test inputs" in md
 
 
-def test_time_to_best_is_paired_by_seed_with_a_t_interval_over_seeds(claims):
-    """sft reaches its lowest validation NLL at 10 + seed seconds, gkd_jsd09 (three times slower) at
-    3 (10 + seed): A - B = -20, -22, -24 over seeds 0-2, a t-interval with 2 degrees of freedom."""
+def test_time_to_target_is_paired_by_seed_with_a_t_interval_over_seeds(claims):
+    """Both reach their lowest validation NLL (the common target) at step 20: sft at 10 + seed seconds,
+    gkd_jsd09 (three times slower) at 3 (10 + seed). A - B = -20, -22, -24 over seeds 0-2, a t-interval
+    with 2 degrees of freedom."""
     table, md = claims
     faster, slower = table.iloc[4], table.iloc[5]
     diffs = np.array([-20.0, -22.0, -24.0])
@@ -67,7 +71,15 @@ def test_time_to_best_is_paired_by_seed_with_a_t_interval_over_seeds(claims):
     assert (faster["ci95_low"], faster["ci95_high"]) == pytest.approx((-22.0 - half, -22.0 + half))
     assert faster["verdict"] == "reproduced" and faster["interval_covers"] == "seeds only (one value per run)"
     assert slower["verdict"] == "not reproduced (B better)" and slower["mean_difference"] > 0
-    assert "time to best (s)" in md and "3 runs" in md
+    assert "time to target (s)" in md and "3 runs" in md
+
+
+def test_time_to_target_is_the_level_both_runs_reach():
+    falls = [(10.0, 2.0), (20.0, 1.2), (30.0, 1.0)]
+    rises = [(3.0, 1.5), (6.0, 1.8), (9.0, 2.0)]  # lowest at its first point: not "fast" to a good level
+    assert time_to_target(rises, falls) == (3.0, 20.0)  # target 1.5: the rising run's best, reached at 20 s
+    assert time_to_target(falls, [(5.0, 0.9)]) == (30.0, 5.0)  # target 1.0
+    assert all(math.isnan(t) for t in time_to_target(falls, []))
 
 
 @pytest.mark.parametrize("claim,message", [

@@ -6,9 +6,11 @@ Its measured effect is the mean paired difference A - B of the per-example measu
 training runs and the test inputs. The verdict follows from that interval alone: above 0 is
 "reproduced", below 0 "not reproduced (B better)", containing 0 (or one seed only) "inconclusive".
 
-A claim by `time_to_best` reads "A takes less training time than B to reach its lowest validation NLL".
-There is one value per training run, so its interval is the t-interval of the seeds' paired differences
-A - B (S - 1 degrees of freedom, seeds only): reproduced when it lies below 0.
+A claim by `time_to_target` reads "A takes less training time than B to reach the same validation NLL":
+per seed, the level is the higher of the two runs' lowest validation NLLs (`collect.time_to_target`), so
+a run whose NLL only rises cannot look fast. There is one value per training run, so its interval is the
+t-interval of the seeds' paired differences A - B (S - 1 degrees of freedom, seeds only): reproduced when
+it lies below 0.
 
 A claim marked `control: true` is the study's A/A control: the same method and settings under two
 names that differ only in their random-stream offset. Its verdict must be inconclusive; a decided
@@ -17,6 +19,7 @@ control means the intervals are too narrow, and the table says so.
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -24,6 +27,7 @@ import pandas as pd
 from xkdbench.config import ExperimentConfig
 from xkdbench.io import write_text
 from xkdbench.reporting import formatting as fmt
+from xkdbench.reporting.collect import Model, time_to_target, validation_curve
 from xkdbench.reporting.settings import PER_CELL_MEASURES, ReportSettings
 from xkdbench.reporting.stats import t_interval
 from xkdbench.reporting.tables import PairedScores, compare, interval_note
@@ -31,19 +35,18 @@ from xkdbench.reporting.tables import PairedScores, compare, interval_note
 log = logging.getLogger(__name__)
 VERDICTS = {"A better": "reproduced", "B better": "not reproduced (B better)", "inconclusive": "inconclusive"}
 CONTROL_FAILED = "CONTROL FAILED (decided)"
-MEASURE_LABELS = {"greedy_score": "score", "greedy_oracle": "oracle", "time_to_best_validation": "time to best (s)"}
+MEASURE_LABELS = {"greedy_score": "score", "greedy_oracle": "oracle", "time_to_target": "time to target (s)"}
 COLUMNS = ["claim", "task", "method_a", "method_b", "fraction", "measure", "control", "n_seeds", "n_inputs",
            "seeds_a_better", "mean_difference", "ci95_low", "ci95_high", "interval_covers", "verdict"]
 
 
-def claims_table(config: ExperimentConfig, settings: ReportSettings, results_dir: Path,
-                 tidy: pd.DataFrame) -> pd.DataFrame:
+def claims_table(config: ExperimentConfig, settings: ReportSettings, results_dir: Path) -> pd.DataFrame:
     """A row per (claim, task) with both models evaluated; a claim with no such task has no row."""
     scores, rows = PairedScores(config, results_dir), []
     for claim in settings.claims:
         for task in claim.tasks:
             if claim.measure in PER_CELL_MEASURES:
-                row = _per_cell_claim(tidy, claim, task)
+                row = _time_claim(config, results_dir, claim, task)
                 if row:
                     rows.append(row)
                 continue
@@ -66,21 +69,27 @@ def claims_table(config: ExperimentConfig, settings: ReportSettings, results_dir
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def _per_cell_claim(tidy: pd.DataFrame, claim, task: str) -> dict | None:
-    """'A takes less than B' by a per-cell measure: paired by seed, t-interval over the seeds."""
-    greedy = tidy[(tidy["decoding"] == "greedy") & (tidy["task"] == task) & (tidy["fraction"] == claim.fraction)]
-    a, b = (greedy[greedy["method"] == name].set_index("seed")[claim.measure] for name in (claim.a, claim.b))
-    paired = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner").dropna()
-    if paired.empty:
+def _time_claim(config: ExperimentConfig, results_dir: Path, claim, task: str) -> dict | None:
+    """'A takes less time than B to the same validation NLL': paired by seed, t-interval over the seeds."""
+    keys = {m.name: m.method for m in config.methods}
+    times = []
+    for seed in config.seeds:
+        curves = [validation_curve(Model(task, name, keys[name], "distilled", claim.fraction, seed)
+                                   .directory(results_dir) / "train_log.jsonl") for name in (claim.a, claim.b)]
+        a, b = time_to_target(*curves)
+        if not (math.isnan(a) or math.isnan(b)):
+            times.append((a, b))
+    if not times:
         return None
-    mean, half, n = t_interval(paired["a"] - paired["b"])
+    diffs = [a - b for a, b in times]
+    mean, half, n = t_interval(diffs)
     low, high = mean - half, mean + half
-    verdict = ("reproduced" if high < 0 else "not reproduced (B better)" if low > 0 else "inconclusive")
+    verdict = "reproduced" if high < 0 else "not reproduced (B better)" if low > 0 else "inconclusive"
     if claim.control and verdict != "inconclusive":
         verdict = CONTROL_FAILED
     return {"claim": claim.text, "task": task, "method_a": claim.a, "method_b": claim.b, "fraction": claim.fraction,
             "measure": claim.measure, "control": claim.control, "n_seeds": n, "n_inputs": 0,
-            "seeds_a_better": int((paired["a"] < paired["b"]).sum()), "mean_difference": mean, "ci95_low": low,
+            "seeds_a_better": sum(a < b for a, b in times), "mean_difference": mean, "ci95_low": low,
             "ci95_high": high, "interval_covers": "seeds only (one value per run)", "verdict": verdict}
 
 
@@ -101,9 +110,10 @@ def write_claims(table: pd.DataFrame, settings: ReportSettings, out_dir: Path) -
           + " Verdict: reproduced when the interval lies above 0, not reproduced when it lies below 0, "
           "inconclusive otherwise. Seeds A > B: seeds whose mean A exceeds mean B. By score: "
           + "; ".join(f"{task}: {label}" for task, label in fmt.PER_EXAMPLE.items())
-          + "; by oracle: the oracle score (0-1); by time to best: training seconds to the lowest validation "
-          "NLL, where A is better when it takes less (its A - B is below 0), with a t-interval over the seeds' "
-          "paired differences (seeds only: one value per training run), and seconds are wall-clock seconds of "
-          "cells that may have shared the machine with another.\n"]
+          + "; by oracle: the oracle score (0-1); by time to target: training seconds until the validation "
+          "NLL first reaches the level both runs of a seed reach (the higher of their two lowest values), where "
+          "A is better when it takes less (A - B below 0), with a t-interval over the seeds' paired "
+          "differences (seeds only: one value per training run); seconds are wall-clock seconds of cells that "
+          "may have shared the machine with another job.\n"]
     write_text(out_dir / "claims.md", "\n".join(md))
     return [fmt.write_csv(out_dir / "claims.csv", table), out_dir / "claims.md"]

@@ -60,6 +60,24 @@ def expected_models(config: ExperimentConfig) -> list[Model]:
     return models
 
 
+def validation_curve(log_path: Path) -> list[tuple[float, float]]:
+    """(training seconds, validation NLL) at every logged validation, in step order ([] if none)."""
+    if not log_path.is_file():
+        return []
+    return [(float(r["seconds"]), float(r["validation_nll"])) for r in read_jsonl(log_path)
+            if r.get("validation_nll") is not None and r.get("seconds") is not None]
+
+
+def time_to_target(curve_a: list[tuple[float, float]], curve_b: list[tuple[float, float]]) -> tuple[float, float]:
+    """Seconds each run takes to first reach the validation NLL both reach: the higher of their two lowest
+    values. Comparing times to a common level keeps a run whose NLL only rises (its lowest is its first
+    point) from looking fast; (NaN, NaN) if either run logged no validation."""
+    if not curve_a or not curve_b:
+        return math.nan, math.nan
+    target = max(min(nll for _, nll in curve_a), min(nll for _, nll in curve_b))
+    return tuple(next(seconds for seconds, nll in curve if nll <= target) for curve in (curve_a, curve_b))
+
+
 def time_to_best_validation(log_path: Path) -> float:
     """Training seconds at the logged step with the lowest validation NLL (NaN if none was logged)."""
     if not log_path.is_file():

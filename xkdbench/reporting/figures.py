@@ -15,8 +15,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from xkdbench.config import ExperimentConfig
-from xkdbench.io import atomic_path, read_jsonl
+from xkdbench.io import atomic_path
 from xkdbench.reporting import formatting as fmt
+from xkdbench.reporting.collect import validation_curve
 from xkdbench.reporting.gkd_grid import grid_pivot
 from xkdbench.reporting.settings import REFERENCES, ReportSettings
 from xkdbench.reporting.stats import t_interval
@@ -205,8 +206,7 @@ def validation_curves(config: ExperimentConfig, settings: ReportSettings, colors
                 continue
             for i, seed in enumerate(config.seeds):
                 log_path = results_dir / "cells" / task / name / f"f{fraction:g}" / f"seed{seed}" / "train_log.jsonl"
-                points = [(r["seconds"], r["validation_nll"]) for r in (read_jsonl(log_path) if log_path.is_file() else [])
-                          if r.get("validation_nll") is not None and r.get("seconds") is not None]
+                points = validation_curve(log_path)
                 if not points:
                     continue
                 seconds, nll = zip(*points, strict=True)
@@ -222,5 +222,5 @@ def validation_curves(config: ExperimentConfig, settings: ReportSettings, colors
             _mark_empty(ax)
     _legend(fig, axes)
     fig.suptitle(f"Validation NLL during training at data fraction {fraction:g} (one line per seed; dot: lowest, "
-                 "whose time is the cost table's time to best)")
+                 "whose time is the cost table's time to best)", fontsize="medium")
     return _save(fig, out_dir, "validation_curves")

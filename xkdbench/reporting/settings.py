@@ -10,12 +10,12 @@ Keys (all optional):
 - ``gkd_grid_task`` (default ``reasoning``): the task of the GKD grid (skipped when it is not configured).
 - ``claims`` (default none): the source papers' claims to test, each ``{claim: text, a: A, b: B}`` with
   optional ``tasks`` (default: every task where both ran), ``fraction`` (default the headline fraction)
-  ``measure`` (``score``: the per-example task metric, default; ``oracle``; or ``time_to_best``: the
-  training seconds to the lowest validation NLL, one value per training run, lower is better) and
-  ``control`` (default false). A per-example measure is checked as "A scores higher than B" with an
-  interval over the (seed, test input) matrix that covers both training runs and inputs
-  (``xkdbench.reporting.stats``); ``time_to_best`` as "A takes less time than B" with a t-interval over
-  the seeds' paired differences.
+  ``measure`` (``score``: the per-example task metric, default; ``oracle``; or ``time_to_target``: the
+  training seconds until the validation NLL first reaches the level both runs of a seed reach, one
+  value per training run, lower is better) and ``control`` (default false). A per-example measure is
+  checked as "A scores higher than B" with an interval over the (seed, test input) matrix that covers
+  both training runs and inputs (``xkdbench.reporting.stats``); ``time_to_target`` as "A takes less
+  time than B" with a t-interval over the seeds' paired differences.
   ``control: true`` marks the A/A control: A and B must be the same method with the same settings,
   differing only in their ``stream`` offset, and the claim text must say "A/A control".
 - ``validation_curves`` (default none): method variant names whose validation NLL is drawn against
@@ -36,8 +36,8 @@ REFERENCES = ("teacher", "student_init")
 KEYS = ("headline_fraction", "win_rate_pairs", "gkd_grid_task", "claims", "validation_curves")
 CLAIM_KEYS = ("claim", "a", "b", "tasks", "fraction", "measure", "control")
 # claim measure -> column: per-example (higher is better) or, for the time measure, per cell (lower is better)
-MEASURES = {"score": "greedy_score", "oracle": "greedy_oracle", "time_to_best": "time_to_best_validation"}
-PER_CELL_MEASURES = ("time_to_best_validation",)
+MEASURES = {"score": "greedy_score", "oracle": "greedy_oracle", "time_to_target": "time_to_target"}
+PER_CELL_MEASURES = ("time_to_target",)
 
 
 @dataclass(frozen=True)
