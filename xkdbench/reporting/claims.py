@@ -102,11 +102,12 @@ def write_claims(table: pd.DataFrame, settings: ReportSettings, out_dir: Path) -
              f"{r.n_seeds} x {r.n_inputs}" if r.measure not in PER_CELL_MEASURES else f"{r.n_seeds} runs",
              f"{r.mean_difference:+.4f} [{r.ci95_low:+.4f}, {r.ci95_high:+.4f}]", f"**{r.verdict}**"]
             for r in table.itertuples()]
+    per_example = table[~table["measure"].isin(PER_CELL_MEASURES)]
     md = ["# Claims of the source papers, checked\n",
           fmt.markdown(header, body) if body else "No configured claim had both models evaluated.\n",
           f"Greedy decoding. A claim reads \"A scores higher than B\"; its effect is the mean A - B over "
-          f"{fmt.count_label(table['n_seeds']) if len(table) else 0} seeds x "
-          f"{fmt.count_label(table['n_inputs']) if len(table) else 0} test inputs. " + interval_note()
+          f"{fmt.count_label(per_example['n_seeds']) if len(per_example) else 0} seeds x "
+          f"{fmt.count_label(per_example['n_inputs']) if len(per_example) else 0} test inputs. " + interval_note()
           + " Verdict: reproduced when the interval lies above 0, not reproduced when it lies below 0, "
           "inconclusive otherwise. Seeds A > B: seeds whose mean A exceeds mean B. By score: "
           + "; ".join(f"{task}: {label}" for task, label in fmt.PER_EXAMPLE.items())
