@@ -46,31 +46,34 @@ def claims_table(config: ExperimentConfig, settings: ReportSettings, results_dir
     for claim in settings.claims:
         for task in claim.tasks:
             if claim.measure in PER_CELL_MEASURES:
-                row = _time_claim(config, results_dir, claim, task)
-                if row:
-                    rows.append(row)
-                continue
-            per_seed = scores.per_seed(task, claim.a, claim.b, claim.fraction, claim.measure)
-            if not per_seed:
-                continue
-            result = compare(per_seed)
-            better = sum(pair.iloc[:, 0].mean() > pair.iloc[:, 1].mean() for pair in per_seed.values())
-            verdict = VERDICTS[result["verdict"]]
-            if claim.control and verdict != "inconclusive":
-                log.warning("A/A control %s vs %s on %s came out %s: the intervals are too narrow",
-                            claim.a, claim.b, task, verdict)
-                verdict = CONTROL_FAILED
-            rows.append({"claim": claim.text, "task": task, "method_a": claim.a, "method_b": claim.b,
-                         "fraction": claim.fraction, "measure": claim.measure, "control": claim.control,
-                         "n_seeds": result["n_seeds"], "n_inputs": result["n_inputs"], "seeds_a_better": better,
-                         "mean_difference": result["mean_difference"], "ci95_low": result["ci95_low"],
-                         "ci95_high": result["ci95_high"], "interval_covers": result["interval_covers"],
-                         "verdict": verdict})
+                result = _time_comparison(config, results_dir, claim, task)
+            else:
+                per_seed = scores.per_seed(task, claim.a, claim.b, claim.fraction, claim.measure)
+                result = compare(per_seed) if per_seed else None
+                if result:
+                    result["seeds_a_better"] = sum(pair.iloc[:, 0].mean() > pair.iloc[:, 1].mean()
+                                                   for pair in per_seed.values())
+            if result:
+                rows.append(_row(claim, task, result))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def _time_claim(config: ExperimentConfig, results_dir: Path, claim, task: str) -> dict | None:
-    """'A takes less time than B to the same validation NLL': paired by seed, t-interval over the seeds."""
+def _row(claim, task: str, result: dict) -> dict:
+    verdict = VERDICTS[result["verdict"]]
+    if claim.control and verdict != "inconclusive":
+        log.warning("A/A control %s vs %s on %s came out %s: the intervals are too narrow",
+                    claim.a, claim.b, task, verdict)
+        verdict = CONTROL_FAILED
+    return {"claim": claim.text, "task": task, "method_a": claim.a, "method_b": claim.b,
+            "fraction": claim.fraction, "measure": claim.measure, "control": claim.control,
+            **{key: result[key] for key in ("n_seeds", "n_inputs", "seeds_a_better", "mean_difference", "ci95_low",
+                                             "ci95_high", "interval_covers")},
+            "verdict": verdict}
+
+
+def _time_comparison(config: ExperimentConfig, results_dir: Path, claim, task: str) -> dict | None:
+    """'A takes less time than B to the same validation NLL': paired by seed, t-interval over the seeds;
+    None if no seed has both runs' validation logs."""
     keys = {m.name: m.method for m in config.methods}
     times = []
     for seed in config.seeds:
@@ -81,16 +84,12 @@ def _time_claim(config: ExperimentConfig, results_dir: Path, claim, task: str) -
             times.append((a, b))
     if not times:
         return None
-    diffs = [a - b for a, b in times]
-    mean, half, n = t_interval(diffs)
-    low, high = mean - half, mean + half
-    verdict = "reproduced" if high < 0 else "not reproduced (B better)" if low > 0 else "inconclusive"
-    if claim.control and verdict != "inconclusive":
-        verdict = CONTROL_FAILED
-    return {"claim": claim.text, "task": task, "method_a": claim.a, "method_b": claim.b, "fraction": claim.fraction,
-            "measure": claim.measure, "control": claim.control, "n_seeds": n, "n_inputs": 0,
-            "seeds_a_better": sum(a < b for a, b in times), "mean_difference": mean, "ci95_low": low,
-            "ci95_high": high, "interval_covers": "seeds only (one value per run)", "verdict": verdict}
+    mean, half, n = t_interval([a - b for a, b in times])
+    low, high = mean - half, mean + half  # NaN with one seed: no side is picked
+    verdict = "A better" if high < 0 else "B better" if low > 0 else "inconclusive"  # less time is better
+    return {"n_seeds": n, "n_inputs": 0, "seeds_a_better": sum(a < b for a, b in times), "mean_difference": mean,
+            "ci95_low": low, "ci95_high": high, "interval_covers": "seeds only (one value per run)",
+            "verdict": verdict}
 
 
 def write_claims(table: pd.DataFrame, settings: ReportSettings, out_dir: Path) -> list[Path]:

@@ -80,13 +80,8 @@ def time_to_target(curve_a: list[tuple[float, float]], curve_b: list[tuple[float
 
 def time_to_best_validation(log_path: Path) -> float:
     """Training seconds at the logged step with the lowest validation NLL (NaN if none was logged)."""
-    if not log_path.is_file():
-        return math.nan
-    logged = [r for r in read_jsonl(log_path) if r.get("validation_nll") is not None]
-    if not logged:
-        return math.nan
-    best = min(logged, key=lambda r: r["validation_nll"])  # the first of equal minima
-    return float(best.get("seconds", math.nan))
+    curve = validation_curve(log_path)
+    return min(curve, key=lambda point: point[1])[0] if curve else math.nan  # the first of equal minima
 
 
 def _rows(model: Model, directory: Path) -> list[dict]:

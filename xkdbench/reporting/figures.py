@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from xkdbench.config import ExperimentConfig
 from xkdbench.io import atomic_path
 from xkdbench.reporting import formatting as fmt
-from xkdbench.reporting.collect import validation_curve
+from xkdbench.reporting.collect import Model, validation_curve
 from xkdbench.reporting.gkd_grid import grid_pivot
 from xkdbench.reporting.settings import REFERENCES, ReportSettings
 from xkdbench.reporting.stats import t_interval
@@ -205,8 +205,8 @@ def validation_curves(config: ExperimentConfig, settings: ReportSettings, colors
             if not entry.runs_on(task, fraction):
                 continue
             for i, seed in enumerate(config.seeds):
-                log_path = results_dir / "cells" / task / name / f"f{fraction:g}" / f"seed{seed}" / "train_log.jsonl"
-                points = validation_curve(log_path)
+                cell = Model(task, name, entry.method, "distilled", fraction, seed)
+                points = validation_curve(cell.directory(results_dir) / "train_log.jsonl")
                 if not points:
                     continue
                 seconds, nll = zip(*points, strict=True)
