@@ -54,7 +54,7 @@ def _runtime(cfg: ExperimentConfig, threads: int | None):
 
 
 def _texts(task, split: str, fraction: float = 1.0):
-    examples = list(task.load(split, fraction) if split == "train" else task.load(split))
+    examples = task.records(split, fraction) if split == "train" else task.records(split)
     return examples, [task.prompt(ex) for ex in examples], [task.target(ex) for ex in examples]
 
 
@@ -192,7 +192,7 @@ def cmd_teacher_outputs(args) -> None:
     torch.manual_seed(args.seed)
     sample = cfg.seqkd.decoding == "sample"
     started = time.perf_counter()
-    outputs = decode_all(teacher, [teacher.encode_prompt(p, task_cfg.max_prompt_tokens) for p in prompts],
+    outputs = decode_all(teacher, teacher.encode_prompts(prompts, task_cfg.max_prompt_tokens),
                          batch_size=cfg.evaluation.batch_size, max_new_tokens=task_cfg.max_target_tokens,
                          do_sample=sample, temperature=cfg.seqkd.sampling_temperature)
     write_jsonl(args.out, ({"prompt": p, "output": o[0]} for p, o in zip(prompts, outputs, strict=False)))
@@ -251,7 +251,7 @@ def _evaluate_checkpoint(args, cfg: ExperimentConfig, checkpoint: Path, out: Pat
     device, bf16 = _runtime(cfg, args.threads)
     model = load_model(_existing(str(checkpoint), "--checkpoint"))
     model.model.to(device)
-    examples = list(task.load(cfg.evaluation.split))
+    examples = task.records(cfg.evaluation.split)
     if cfg.evaluation.limit:
         examples = examples[: cfg.evaluation.limit]
     evaluation = cfg.evaluation if with_samples else dataclasses.replace(cfg.evaluation, samples_per_input=0)
@@ -316,7 +316,7 @@ def cmd_lm_eval(args) -> None:
     task = _task(cfg, args.task, args.data)
     device, _ = _runtime(cfg, args.threads)
     model = load_model(_existing(args.checkpoint, "--checkpoint"))
-    examples = list(task.load(cfg.evaluation.split))[: cfg.evaluation.limit]
+    examples = task.records(cfg.evaluation.split)[: cfg.evaluation.limit]
     out = Path(args.out)
     name = export_task(task, model, examples, out / "lm_eval_task", max_new_tokens=task_cfg.max_target_tokens)
     scores = run_lm_eval(args.checkpoint, out / "lm_eval_task", name, family=model.family,

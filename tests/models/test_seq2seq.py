@@ -74,3 +74,15 @@ def test_tokenizer_splits_digits_and_roundtrips(tokenizer):
     tokens = tokenizer.convert_ids_to_tokens(ids)
     assert [t for t in tokens if t.strip("Ġ").isdigit()] == ["1", "2", "3", "4"]
     assert tokenizer.decode(ids) == "cat 1234 dog"
+
+
+def test_batched_encoding_equals_one_text_at_a_time(tokenizer, family):
+    """Training data and evaluation prompts are tokenised in one call; each row must be exactly what the
+    per-text encoding gives, truncation and the separator/EOS included."""
+    model = tiny_model(tokenizer, family)
+    prompts, targets = toy_pairs(40)
+    texts = prompts + targets + ["", "  ", "ünïcödé ¿?", prompts[0] * 20]
+    for max_tokens in (1, 3, 12, 200):
+        assert model.encode_prompts(texts, max_tokens) == [model.encode_prompt(t, max_tokens) for t in texts]
+        assert model.encode_targets(texts, max_tokens) == [model.encode_target(t, max_tokens) for t in texts]
+    assert model.encode_prompts([], 5) == []

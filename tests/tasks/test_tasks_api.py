@@ -189,3 +189,18 @@ def test_score_keys_and_perfect_predictions(name, keys):
     assert empty[task.headline_metric] == 0.0 and empty["oracle"] == 0.0
     with pytest.raises(ValueError, match="predictions"):
         task.score(gold[:-1], examples)
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_records_are_load_without_the_dataset(name, tmp_path):
+    """Jobs iterate `records`; it must be exactly what `load` holds, split by split and fraction by fraction,
+    generated or read back from a prepared data_dir."""
+    task = get_task(name, sizes=SMALL)
+    task.prepare(tmp_path)
+    for source in (task, get_task(name, sizes=SMALL, data_dir=str(tmp_path))):
+        for split, fraction in (("train", 1.0), ("train", 0.1), ("test", 1.0), ("validation", 1.0)):
+            records = source.records(split, fraction)
+            assert isinstance(records, list) and records == list(source.load(split, fraction))
+            assert len(records) == math.ceil(fraction * SMALL[split])
+    with pytest.raises(ValueError, match="fraction applies only to the train split"):
+        task.records("test", 0.5)

@@ -26,11 +26,10 @@ class TrainData:
             raise ValueError("the training split is empty")
         if teacher_outputs is not None and len(teacher_outputs) != len(prompts):
             raise ValueError(f"teacher outputs cover {len(teacher_outputs)} inputs, the training data has {len(prompts)}")
-        enc_t = [model.encode_target(t, max_target_tokens) for t in targets]
         return cls(
-            prompts=[model.encode_prompt(p, max_prompt_tokens) for p in prompts],
-            targets=enc_t,
-            teacher_outputs=None if teacher_outputs is None else [model.encode_target(t, max_target_tokens) for t in teacher_outputs],
+            prompts=model.encode_prompts(prompts, max_prompt_tokens),
+            targets=model.encode_targets(targets, max_target_tokens),
+            teacher_outputs=None if teacher_outputs is None else model.encode_targets(teacher_outputs, max_target_tokens),
         )
 
     def __len__(self) -> int:

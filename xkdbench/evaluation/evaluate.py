@@ -33,7 +33,7 @@ def evaluate(model: Seq2SeqLM, task, examples: list[dict], cfg: EvaluationConfig
              max_new_tokens: int, seed: int, autocast=None) -> tuple[dict, list[dict]]:
     """Score `model` on `examples` of `task`; returns (metrics, per-input records)."""
     started = time.perf_counter()
-    prompts = [model.encode_prompt(task.prompt(ex), max_prompt_tokens) for ex in examples]
+    prompts = model.encode_prompts([task.prompt(ex) for ex in examples], max_prompt_tokens)
     greedy = [texts[0] for texts in decode_all(model, prompts, batch_size=cfg.batch_size,
                                                max_new_tokens=max_new_tokens, do_sample=False, autocast=autocast)]
     metrics: dict = {"split": cfg.split, "num_inputs": len(examples), "headline_metric": task.headline_metric,

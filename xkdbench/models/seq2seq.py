@@ -39,8 +39,8 @@ class Seq2SeqLM:
     def encode(self, prompts: list[str], targets: list[str] | None, *, max_prompt_tokens: int,
                max_target_tokens: int) -> Batch:
         """Tokenise prompts and (optionally) targets into a Batch on the CPU."""
-        prompt_rows = [self.encode_prompt(p, max_prompt_tokens) for p in prompts]
-        target_rows = [self.encode_target(t, max_target_tokens) for t in targets] if targets is not None else [[] for _ in prompts]
+        prompt_rows = self.encode_prompts(prompts, max_prompt_tokens)
+        target_rows = self.encode_targets(targets, max_target_tokens) if targets is not None else [[] for _ in prompts]
         return self.collate(prompt_rows, target_rows)
 
     def encode_prompt(self, text: str, max_tokens: int) -> list[int]:
@@ -49,6 +49,17 @@ class Seq2SeqLM:
 
     def encode_target(self, text: str, max_tokens: int) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False).input_ids[: max_tokens - 1] + [self.eos_id]
+
+    def encode_prompts(self, texts: list[str], max_tokens: int) -> list[list[int]]:
+        """`encode_prompt` of many texts in one tokenizer call (a fast tokenizer encodes them in parallel)."""
+        return [ids[: max_tokens - 1] + [self.separator_id] for ids in self._token_ids(texts)]
+
+    def encode_targets(self, texts: list[str], max_tokens: int) -> list[list[int]]:
+        """`encode_target` of many texts in one tokenizer call."""
+        return [ids[: max_tokens - 1] + [self.eos_id] for ids in self._token_ids(texts)]
+
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(list(texts), add_special_tokens=False).input_ids if texts else []
 
     def collate(self, prompt_rows: list[list[int]], target_rows: list[list[int]]) -> Batch:
         prompt_ids, prompt_mask = pad_left(prompt_rows, self.pad_id)
