@@ -6,7 +6,8 @@ At every decoding step the next token is drawn from
 
 where p is the teacher, q the student and w the teacher weight; both distributions are the softmax of
 the models' logits divided by the sampling temperature. The mixture is of PROBABILITIES, so it cannot
-be had from `generate` on either model: both models decode in lockstep, each with its own KV cache.
+be had from `generate` on either model: both models decode in lockstep, each with its own KV cache
+(the lean decoder of `xkdbench.models.lean_decode` where `generate` would use it).
 Works for both families of `Seq2SeqLM` (encoder-decoder and decoder-only). With w = 0 the teacher is
 never run and the draw is exactly the student's (the same operations and random draws as Hugging Face
 `generate` with do_sample, top_k 0, top_p 1).
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from xkdbench.models import lean_decode
 from xkdbench.models.batch import Batch, mask_after_first_eos
 from xkdbench.models.seq2seq import Seq2SeqLM, eval_mode
 
@@ -64,6 +66,14 @@ class _IncrementalDecoder:
         self._read(out)
 
 
+def _decoder(lm: Seq2SeqLM, prompts: Batch, max_new_tokens: int):
+    """The lean decoder when the model's `generate` would use it (the same logits, faster), else HF's modules."""
+    if lm.decoder == "lean" and lean_decode.supports(lm.model):
+        return lean_decode.decoder_for(lm.model, prompts.prompt_ids, prompts.prompt_mask,
+                                       capacity=max_new_tokens - 1)
+    return _IncrementalDecoder(lm, prompts)
+
+
 @torch.no_grad()
 def sample_mixture(student: Seq2SeqLM, teacher: Seq2SeqLM | None, prompts: Batch, *, teacher_weight: float,
                    max_new_tokens: int, temperature: float = 1.0) -> Batch:
@@ -84,7 +94,7 @@ def sample_mixture(student: Seq2SeqLM, teacher: Seq2SeqLM | None, prompts: Batch
     models = [student] + ([teacher] if teacher_weight > 0 else [])
     pad, eos = student.pad_id, student.eos_id
     with eval_mode(student.model), eval_mode(models[-1].model):
-        decoders = [_IncrementalDecoder(m, prompts) for m in models]
+        decoders = [_decoder(m, prompts, max_new_tokens) for m in models]
         unfinished = torch.ones(prompts.size, dtype=torch.bool, device=prompts.prompt_ids.device)
         drawn = []
         for _ in range(max_new_tokens):
@@ -96,7 +106,7 @@ def sample_mixture(student: Seq2SeqLM, teacher: Seq2SeqLM | None, prompts: Batch
             tokens = torch.where(unfinished, tokens, torch.full_like(tokens, pad))
             drawn.append(tokens)
             unfinished &= tokens != eos
-            if not unfinished.any():
+            if not unfinished.any() or len(drawn) == max_new_tokens:
                 break
             for decoder in decoders:
                 decoder.advance(tokens)
