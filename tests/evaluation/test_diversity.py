@@ -1,7 +1,9 @@
-"""Self-BLEU and distinct-n against hand computations."""
+"""Self-BLEU and distinct-n against hand computations and against sacrebleu called the plain way."""
 from __future__ import annotations
 
 import math
+import random
+from statistics import fmean
 
 import pytest
 import sacrebleu
@@ -74,3 +76,53 @@ def test_distinct_n_errors():
         distinct_n("a b c", 1)
     with pytest.raises(ValueError, match="at least one input"):
         distinct_n_per_input([], 1)
+
+
+# -- self-BLEU equals sacrebleu's sentence_bleu called the plain way, to the last bit ----------------
+def _plain_self_bleu(samples):
+    """The definition: every sample against the others with sacrebleu.sentence_bleu, mean per input, mean."""
+    per_input = []
+    for group in samples:
+        scores = [sacrebleu.sentence_bleu(h, [*group[:j], *group[j + 1:]]).score for j, h in enumerate(group)]
+        per_input.append(fmean(scores))
+    return fmean(per_input)
+
+
+EDGE_GROUPS = [
+    ["", "", ""],                                                   # empty samples
+    ["", "der Hund", "der Hund bellt"],                             # an empty hypothesis and reference
+    ["   ", "der Hund bellt ", "der Hund bellt\t"],                  # whitespace only, trailing whitespace
+    ["der Hund bellt.", "der Hund bellt.", "der Hund bellt."],      # repeated texts
+    ["a a a a a a", "a a a", "a"],                                  # clipped counts, lengths differ
+    ["one two", "one two three four", "one two three four five six"],  # closest reference length, ties
+    ["Die Straße ist schön, oder?", "Die Strasse ist schön!", "Über die Brücke — schnell."],
+    ["日本語のテキスト です", "日本語 の テキスト", "テキスト です"],       # unicode without word spaces
+    ["emoji 🙂 here 🙂", "emoji 🙂 there", "😀😀😀"],
+    ["3.5 apples, 1,200 pears - 4-5 days", "3.5 apples 1,200 pears", "3 . 5 apples"],  # 13a numbers and dashes
+    ["Tom &amp; Jerry &lt;3", "Tom & Jerry <3", "line-\nbreak <skipped> here"],        # 13a entity rules
+    ["He said \"hi\" (twice) [ok] {x}", "He said hi twice ok x", "said: hi; twice/ok"],
+    ["x", "y"],                                                      # k = 2
+    ["a b c d e f g h", "a b c d e f g h i", "h g f e d c b a", "a b c d", "a c e g", "b d f h"],  # k = 6
+]
+
+
+def test_self_bleu_equals_plain_sentence_bleu_on_edge_cases():
+    for group in EDGE_GROUPS:
+        assert self_bleu([group]) == _plain_self_bleu([group]), group
+    assert self_bleu(EDGE_GROUPS) == _plain_self_bleu(EDGE_GROUPS)
+
+
+def test_self_bleu_equals_plain_sentence_bleu_on_random_texts():
+    rng = random.Random(0)
+    vocabulary = ["der", "die", "Hund", "Katze", "sieht", "hat", "gesehen", ".", ",", "5", "3.5", "#", "<<", "ä"]
+    groups = []
+    for _ in range(150):
+        k = rng.randint(2, 5)
+        base = [rng.choice(vocabulary) for _ in range(rng.randint(0, 25))]
+        group = []
+        for _ in range(k):  # samples of one input share much of their text, as real ones do
+            words = [w if rng.random() < 0.7 else rng.choice(vocabulary) for w in base][:rng.randint(0, len(base))]
+            group.append(rng.choice(["", " "]).join(words))
+        groups.append(group)
+    assert [self_bleu([g]) for g in groups] == [_plain_self_bleu([g]) for g in groups]
+    assert self_bleu(groups) == _plain_self_bleu(groups)

@@ -16,26 +16,52 @@ accuracies are fractions in [0, 1].
 from __future__ import annotations
 
 import ast
+import functools
 import operator
 import re
 
 # -- ROUGE ----------------------------------------------------------------------------------------
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
-_scorer = None
 
 
-def _rouge_scorer():
-    global _scorer
-    if _scorer is None:
-        from rouge_score import rouge_scorer
+class _MemoStemmer:
+    """nltk's Porter stemmer, which rouge-score's default tokenizer uses, remembering every word's stem:
+    stemming is most of ROUGE's time, and outputs and references repeat a small vocabulary."""
 
-        _scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
-    return _scorer
+    def __init__(self):
+        from nltk.stem import porter
+
+        self.stem = functools.lru_cache(maxsize=1 << 16)(porter.PorterStemmer().stem)
+
+
+class _StemmingTokenizer:
+    """rouge-score's tokenisation with ``use_stemmer=True`` (its ``tokenize.tokenize`` and the Porter
+    stemmer), with the stems remembered."""
+
+    def __init__(self):
+        from rouge_score import tokenize
+
+        self._tokenize = tokenize.tokenize
+        self._stemmer = _MemoStemmer()
+
+    def tokenize(self, text: str) -> list[str]:
+        return self._tokenize(text, self._stemmer)
+
+
+@functools.cache
+def _rouge_scorers():
+    """(ROUGE-1/2/L scorer, ROUGE-2 scorer), built once and sharing one tokenizer."""
+    from rouge_score import rouge_scorer
+
+    tokenizer = _StemmingTokenizer()
+    # The ROUGE-2 scorer serves per-example scores: it skips the LCS table that ROUGE-L needs.
+    return (rouge_scorer.RougeScorer(list(ROUGE_TYPES), tokenizer=tokenizer),
+            rouge_scorer.RougeScorer(["rouge2"], tokenizer=tokenizer))
 
 
 def rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
     """Mean ROUGE-1/2/L F-measure x 100 (keys rouge1, rouge2, rougeL)."""
-    scorer = _rouge_scorer()
+    scorer = _rouge_scorers()[0]
     totals = dict.fromkeys(ROUGE_TYPES, 0.0)
     for prediction, reference in zip(predictions, references, strict=True):
         scores = scorer.score(reference, prediction)  # (target, prediction)
@@ -47,26 +73,33 @@ def rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
 
 def sentence_rouge2(prediction: str, reference: str) -> float:
     """ROUGE-2 F-measure of one prediction x 100."""
-    return 100.0 * _rouge_scorer().score(reference, prediction)["rouge2"].fmeasure
+    return 100.0 * _rouge_scorers()[1].score(reference, prediction)["rouge2"].fmeasure
 
 
 # -- BLEU / chrF ----------------------------------------------------------------------------------
+@functools.cache
+def _bleu_chrf_metrics():
+    """sacrebleu's BLEU and chrF with the settings of corpus_bleu, corpus_chrf and sentence_chrf, built
+    once: sacrebleu's tokenizer caches tokenised lines per metric object, and a reference is scored once
+    per greedy output and once per sample."""
+    from sacrebleu.metrics import BLEU, CHRF
+
+    return BLEU(), CHRF()
+
+
 def bleu_chrf(predictions: list[str], references: list[str]) -> dict[str, float]:
     """Corpus BLEU and chrF (sacrebleu defaults, one reference per segment)."""
-    import sacrebleu
-
     if len(predictions) != len(references):
         raise ValueError(f"got {len(predictions)} predictions for {len(references)} references")
+    bleu, chrf = _bleu_chrf_metrics()
     return {
-        "bleu": float(sacrebleu.corpus_bleu(predictions, [references]).score),
-        "chrf": float(sacrebleu.corpus_chrf(predictions, [references]).score),
+        "bleu": float(bleu.corpus_score(predictions, [references]).score),
+        "chrf": float(chrf.corpus_score(predictions, [references]).score),
     }
 
 
 def sentence_chrf(prediction: str, reference: str) -> float:
-    import sacrebleu
-
-    return float(sacrebleu.sentence_chrf(prediction, [reference]).score)
+    return float(_bleu_chrf_metrics()[1].sentence_score(prediction, [reference]).score)
 
 
 # -- GSM8K answer extraction (lm-eval's gsm8k task) -----------------------------------------------
@@ -76,6 +109,7 @@ GSM8K_IGNORE_REGEXES = (",", "\\$", "(?s).*#### ", "\\.$")
 INVALID = "[invalid]"
 _STRICT = re.compile(GSM8K_STRICT_PATTERN)
 _FLEXIBLE = re.compile(GSM8K_FLEXIBLE_PATTERN)
+_IGNORE = tuple(re.compile(pattern) for pattern in GSM8K_IGNORE_REGEXES)
 
 
 def _regex_extract(text: str, regex: re.Pattern, group_select: int) -> str:
@@ -102,8 +136,8 @@ def gsm8k_extract_flexible(text: str) -> str:
 
 def gsm8k_normalize(text: str) -> str:
     """lm-eval's exact_match preprocessing for gsm8k (regexes_to_ignore, then ignore_case)."""
-    for pattern in GSM8K_IGNORE_REGEXES:
-        text = re.sub(pattern, "", text)
+    for pattern in _IGNORE:
+        text = pattern.sub("", text)
     return text.lower()
 
 

@@ -57,6 +57,7 @@ than a wrong adjective ending, which costs more than a misplaced verb.
 from __future__ import annotations
 
 import difflib
+import functools
 import itertools
 import random
 import re
@@ -735,8 +736,11 @@ def parse_english(text: str) -> Sentence:
 
 
 # -- oracle -----------------------------------------------------------------------------------------
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
 def _tokens(text: str) -> list[str]:
-    return re.findall(r"\w+|[^\w\s]", text.lower())
+    return _TOKEN.findall(text.lower())
 
 
 FUNCTION_WORDS = {"der", "die", "das", "den", "dem", "ein", "eine", "einen", "einem", "einer", "im", "am", "in", "an",
@@ -748,7 +752,7 @@ CONTENT_WEIGHT = 0.7   # oracle = CONTENT_WEIGHT * content + (1 - CONTENT_WEIGHT
 def _weighted_tokens(text: str) -> list[tuple[str, float]]:
     """Tokens of a chunk alternative with weights: nouns and names 3, other content words 2, function words 1."""
     out = []
-    for token in re.findall(r"\w+|[^\w\s]", text):
+    for token in _TOKEN.findall(text):
         low = token.lower()
         weight = 1.0 if low in FUNCTION_WORDS else 3.0 if token[0].isupper() else 2.0
         out.append((low, weight))
@@ -774,31 +778,56 @@ def _chunk_credit(alternative: list[tuple[str, float]], output: Counter) -> floa
     return got / total
 
 
-def translation_oracle(english: str, output: str) -> dict[str, float]:
+@dataclass(frozen=True)
+class _OracleReference:
+    """What the oracle derives from the English source alone, whatever the output."""
+
+    exact: tuple[tuple[tuple[tuple[str, ...], ...], ...], ...]  # per variant, per chunk: alternatives' tokens
+    alternatives: dict[Chunk, tuple]   # chunk -> (weighted tokens, probability, tokens) per alternative
+    variants: tuple[tuple[tuple[Chunk, ...], tuple[Chunk, ...]], ...]  # (all chunks, content chunks) per variant
+
+
+@functools.lru_cache(maxsize=1024)  # an evaluation scores the outputs of 200 test inputs
+def _oracle_reference(english: str) -> _OracleReference:
+    """Computed once per source and reused for every output scored against it (the greedy output and every
+    sample): parsing the source and building its variants cost more than scoring one output."""
     variants = german_variants(parse_english(english))
-    out_tokens = _tokens(output)
-    out_text = " ".join(out_tokens)
-    for variant in variants:
-        pattern = " ".join("(?:" + "|".join(re.escape(" ".join(_tokens(t))) for t, _ in chunk) + ")"
-                           for chunk in variant.chunks)
-        if re.fullmatch(pattern, out_text):
-            return {"oracle": 1.0, "exact": 1.0, "content": 1.0, "order": 1.0}
-    counts = Counter(out_tokens)
-    best: dict[Chunk, tuple[float, list[str]]] = {}  # chunk -> (credit, its alternative closest to the output)
+    exact = tuple(tuple(tuple(tuple(_tokens(text)) for text, _ in chunk) for chunk in variant.chunks)
+                  for variant in variants)
+    alternatives: dict[Chunk, tuple] = {}
     for variant in variants:
         for chunk in variant.chunks:
-            if chunk not in best:
-                scored = []
-                for text, p in chunk:
-                    weighted = _weighted_tokens(text)
-                    scored.append((_chunk_credit(weighted, counts), p, [t for t, _ in weighted]))
-                c, _, toks = max(scored, key=lambda s: (s[0], s[1]))
-                best[chunk] = (c, toks)
+            if chunk not in alternatives:
+                weighted = [(_weighted_tokens(text), p) for text, p in chunk]
+                alternatives[chunk] = tuple((w, p, [t for t, _ in w]) for w, p in weighted)
+    chunks = tuple((variant.chunks, tuple(c for c in variant.chunks if c not in (COMMA, PERIOD)))
+                   for variant in variants)
+    return _OracleReference(exact, alternatives, chunks)
+
+
+def _spells(tokens: tuple[str, ...], chunks: tuple[tuple[tuple[str, ...], ...], ...]) -> bool:
+    """Whether `tokens` are one alternative of each chunk, in order (a valid translation of this variant)."""
+    ends = {0}  # where the chunks read so far can end in `tokens`
+    for alternatives in chunks:
+        ends = {end + len(alt) for end in ends for alt in alternatives if tokens[end:end + len(alt)] == alt}
+    return len(tokens) in ends
+
+
+def translation_oracle(english: str, output: str) -> dict[str, float]:
+    reference = _oracle_reference(english)
+    out_tokens = _tokens(output)
+    if any(_spells(tuple(out_tokens), chunks) for chunks in reference.exact):
+        return {"oracle": 1.0, "exact": 1.0, "content": 1.0, "order": 1.0}
+    counts = Counter(out_tokens)
+    best: dict[Chunk, tuple[float, list[str]]] = {}  # chunk -> (credit, its alternative closest to the output)
+    for chunk, alternatives in reference.alternatives.items():
+        scored = [(_chunk_credit(weighted, counts), p, toks) for weighted, p, toks in alternatives]
+        c, _, toks = max(scored, key=lambda s: (s[0], s[1]))
+        best[chunk] = (c, toks)
     result = {"oracle": 0.0, "exact": 0.0, "content": 0.0, "order": 0.0}
-    for variant in variants:  # the valid translation closest to the output
-        content_chunks = [c for c in variant.chunks if c not in (COMMA, PERIOD)]
+    for chunks, content_chunks in reference.variants:  # the valid translation closest to the output
         content = sum(best[c][0] for c in content_chunks) / len(content_chunks)
-        candidate = [tok for chunk in variant.chunks for tok in best[chunk][1]]
+        candidate = [tok for chunk in chunks for tok in best[chunk][1]]
         order = difflib.SequenceMatcher(None, out_tokens, candidate, autojunk=False).ratio()
         score = CONTENT_WEIGHT * content + (1 - CONTENT_WEIGHT) * order
         if score > result["oracle"]:
