@@ -56,6 +56,13 @@ def experiment(**overrides):
      "config.models.student.family: the student is 'llama' but the teacher is 't5'; distillation across model "
      "families is not supported"),
     (experiment(distill={"disable_dropout": "no"}), "config.distill.disable_dropout: expected bool"),
+    (experiment(teacher_cache={"mode": "topk"}), "config.teacher_cache.mode: 'topk' is not allowed; allowed: live, "
+                                                 "top_k, exact"),
+    (experiment(teacher_cache={"mode": False}), "config.teacher_cache.mode: expected str"),  # YAML's bare `off`
+    (experiment(teacher_cache={"mode": "top_k", "top_k": 0}), "config.teacher_cache.top_k: 0 is out of range"),
+    (experiment(teacher_cache={"mode": "top_k", "top_k": 1000}),
+     "config.teacher_cache.top_k: 1000 keeps the whole vocabulary (1000 tokens); allowed: 1..999, or mode: exact"),
+    (experiment(teacher_cache={"batch_size": 0}), "config.teacher_cache.batch_size: 0 is out of range"),
 ])
 def test_experiment_errors(data, message):
     with pytest.raises(ConfigError) as error:

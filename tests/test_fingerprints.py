@@ -63,3 +63,24 @@ def test_upstream_stages_have_their_own_hash():
 
 def test_report_only_settings_rerun_only_the_report():
     assert changed(report={"gkd_grid_task": "translation"}) == {"report"}
+
+
+def test_teacher_cache_settings_rerun_the_caches_and_only_the_cells_that_read_them():
+    methods = [{"name": "sft", "method": "sft"}, {"name": "kd", "method": "supervised_kd"},
+               {"name": "gkd_on", "method": "gkd", "student_data_fraction": 1.0}]
+
+    def prints(**cache):
+        return fingerprints(from_dict(ExperimentConfig, {**BASE, "methods": methods, "teacher_cache": cache}))
+
+    live, top64, top32 = prints(), prints(mode="top_k", top_k=64), prints(mode="top_k", top_k=32)
+    exact, exact_other_k = prints(mode="exact"), prints(mode="exact", top_k=32)
+    for a, b in ((live, top64), (top64, top32), (top64, exact)):
+        for task in BASE["tasks"]:
+            assert a["teacher_cache"][task] != b["teacher_cache"][task]
+            assert a["cell"][task]["kd"] != b["cell"][task]["kd"]  # its loss reads the cache
+            # neither reads the cache: sft has no teacher, gkd_on asks it about its samples only
+            assert a["cell"][task]["sft"] == b["cell"][task]["sft"]
+            assert a["cell"][task]["gkd_on"] == b["cell"][task]["gkd_on"]
+            assert a["teacher"][task] == b["teacher"][task]
+    exact.pop("report"), exact_other_k.pop("report")  # the report reads the whole study
+    assert exact == exact_other_k  # k means nothing in exact mode

@@ -59,7 +59,7 @@ def _texts(task, split: str, fraction: float = 1.0):
 
 
 def _train(args, cfg, *, section: str, method_key: str, settings: dict, student, split: str, fraction: float,
-           teacher=None, teacher_outputs: list[str] | None = None, stream: int = 0) -> dict:
+           teacher=None, teacher_outputs: list[str] | None = None, stream: int = 0, teacher_cache=None) -> dict:
     """Shared by train-teacher, init-student and distill: one core, whatever is trained."""
     from xkdbench.core.data import TrainData
     from xkdbench.core.trainer import TrainSetup, train
@@ -81,15 +81,42 @@ def _train(args, cfg, *, section: str, method_key: str, settings: dict, student,
         method_cls=METHODS.get(method_key), method_config=method_config(method_key, settings),
         student=student, data=data, training=training, seed=args.seed, validation=validation,
         device=device, precision=cfg.precision, teacher=teacher, sampling=cfg.sampling,
-        max_new_tokens=task_cfg.max_target_tokens, stream=stream,
+        max_new_tokens=task_cfg.max_target_tokens, stream=stream, teacher_cache=teacher_cache,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     _run_info(out, cfg, args, seed=args.seed, task_options=task.options())
     summary = train(setup, out)
     print(f"{args.command}: {args.task} {method_key} {len(data)} examples, {summary['steps']} steps in "
-          f"{summary['seconds']:.1f}s -> {out / 'model'}")
+          f"{summary['seconds']:.1f}s, {summary['teacher_forward_sequences']} teacher forward passes, "
+          f"{summary['teacher_cache_sequences']} from the teacher cache -> {out / 'model'}")
     return summary
+
+
+def _cached_teacher_outputs(path: str | None, prompts: list[str]) -> list[str]:
+    """The cached teacher output of each training prompt (SeqKD data), in the prompts' order."""
+    cached = {r["prompt"]: r["output"] for r in read_jsonl(_existing(path, "--teacher-outputs"))}
+    missing = [p for p in prompts if p not in cached]
+    if missing:
+        raise ConfigError(f"--teacher-outputs: {len(missing)} training inputs have no cached teacher output "
+                          f"(first: {missing[0][:80]!r}); regenerate them with `xkdbench teacher-outputs`")
+    return [cached[p] for p in prompts]
+
+
+def _cache_identity(args, cfg: ExperimentConfig, tokenizer, *, with_teacher_outputs: bool) -> dict:
+    """What a teacher cache is built from, as its manifest records it (see TeacherCache.open)."""
+    from xkdbench.core.teacher_cache import file_sha256, teacher_fingerprint, tokenizer_fingerprint
+
+    task_cfg = cfg.task(args.task)
+    train_file = _existing(args.data, "--data") / "train.jsonl"
+    if not train_file.is_file():
+        raise ConfigError(f"--data: {args.data} has no train.jsonl; prepare it with `xkdbench prepare-data`")
+    identity = {"teacher": teacher_fingerprint(_existing(args.teacher, "--teacher")),
+                "tokenizer": tokenizer_fingerprint(tokenizer), "data": file_sha256(train_file),
+                "max_prompt_tokens": task_cfg.max_prompt_tokens, "max_target_tokens": task_cfg.max_target_tokens}
+    if with_teacher_outputs:
+        identity["teacher_outputs"] = file_sha256(_existing(args.teacher_outputs, "--teacher-outputs"))
+    return identity
 
 
 # -- subcommands --------------------------------------------------------------------------------
@@ -126,10 +153,14 @@ def cmd_check(args) -> None:
             plan[entry.name] = {"method": entry.method, "needs_teacher": cls.needs_teacher(settings),
                                 "uses_teacher_outputs": cls.uses_teacher_outputs(settings),
                                 "learns_reward": cls.learned_reward.__func__ is not Method.learned_reward.__func__}
+        from xkdbench.core.teacher_cache import cache_plan, variant_uses_cache
         from xkdbench.fingerprints import fingerprints
 
+        for entry in cfg.methods:
+            plan[entry.name]["teacher_cache"] = variant_uses_cache(cfg, entry)
         grid = [{"task": t, "method": m, "fraction": f"{f:g}", "seed": s} for t, m, f, s in cells]
-        print(json.dumps({"cells": grid, "methods": plan, "fingerprints": fingerprints(cfg)}))
+        print(json.dumps({"cells": grid, "methods": plan, "teacher_cache": cache_plan(cfg),
+                          "fingerprints": fingerprints(cfg)}))
         return
     limited = sum(m.limited for m in cfg.methods)
     note = f" ({limited} of the variants limited to some tasks or fractions)" if limited else ""
@@ -199,8 +230,63 @@ def cmd_teacher_outputs(args) -> None:
     print(f"teacher-outputs: {len(prompts)} {cfg.seqkd.decoding} outputs in {time.perf_counter() - started:.1f}s -> {args.out}")
 
 
+def cmd_teacher_cache(args) -> None:
+    from xkdbench.core.teacher_cache import build_teacher_cache
+    from xkdbench.models import load_model
+
+    cfg = load_config(args.config)
+    cache_cfg = cfg.teacher_cache
+    if not cache_cfg.enabled:
+        raise ConfigError("teacher_cache.mode: 'live' builds no cache; allowed here: top_k, exact (set it in the "
+                          "config)")
+    task_cfg = cfg.task(args.task)
+    task = _task(cfg, args.task, args.data)
+    device, bf16 = _runtime(cfg, args.threads)
+    teacher = load_model(_existing(args.teacher, "--teacher"))
+    _, prompts, targets = _texts(task, "train")
+    prompt_rows = teacher.encode_prompts(prompts, task_cfg.max_prompt_tokens)
+    rows = list(zip(prompt_rows, teacher.encode_targets(targets, task_cfg.max_target_tokens), strict=True))
+    with_outputs = args.teacher_outputs is not None
+    if with_outputs:
+        outputs = _cached_teacher_outputs(args.teacher_outputs, prompts)
+        rows += zip(prompt_rows, teacher.encode_targets(outputs, task_cfg.max_target_tokens), strict=True)
+    # teacher_outputs: the sha256 of the outputs file, or None (a cache of the gold targets only)
+    identity = {"teacher_outputs": None,
+                **_cache_identity(args, cfg, teacher.tokenizer, with_teacher_outputs=with_outputs)}
+    top_k = cache_cfg.top_k if cache_cfg.mode == "top_k" else None  # None: exact
+    manifest = build_teacher_cache(teacher, rows, args.out, top_k=top_k, batch_size=cache_cfg.batch_size,
+                                   device=device, use_bf16=bf16, identity=identity)
+    megabytes = sum(f["bytes"] for f in manifest["files"].values()) / 1e6
+    print(f"teacher-cache: {args.task} {manifest['mode']} (k={manifest['top_k']}), {manifest['rows']} sequences, "
+          f"{manifest['positions']} positions, {megabytes:.1f} MB ({manifest['bytes_per_position']:.0f} bytes per "
+          f"token) in {manifest['seconds']:.1f}s -> {args.out}")
+
+
+def _teacher_cache_for(args, cfg: ExperimentConfig, entry, student, *, with_teacher_outputs: bool):
+    """The verified teacher cache of a distill run, or None where the variant does not read one."""
+    from xkdbench.core.teacher_cache import TeacherCache, variant_uses_cache
+
+    uses = variant_uses_cache(cfg, entry)
+    if args.teacher_cache is None:
+        if uses:
+            raise ConfigError(f"--teacher-cache: required: the config's teacher_cache.mode is "
+                              f"{cfg.teacher_cache.mode!r} and {entry.name} asks the teacher about fixed training "
+                              "sequences; build it with `xkdbench teacher-cache`, or set teacher_cache.mode: live")
+        return None
+    if not cfg.teacher_cache.enabled:
+        raise ConfigError("--teacher-cache: given, but the config's teacher_cache.mode is 'live'; drop the option or "
+                          "set teacher_cache.mode to top_k or exact")
+    if not uses:
+        return None  # the variant never asks the teacher about a fixed sequence
+    expect = _cache_identity(args, cfg, student.tokenizer, with_teacher_outputs=with_teacher_outputs)
+    return TeacherCache.open(_existing(args.teacher_cache, "--teacher-cache"), expect=expect,
+                             mode=cfg.teacher_cache.mode, top_k=cfg.teacher_cache.top_k)
+
+
 def cmd_distill(args) -> None:
-    from xkdbench.methods import METHODS, method_config
+    from transformers import AutoConfig
+
+    from xkdbench.methods import METHODS, SAMPLED, method_config
     from xkdbench.models import load_model
 
     cfg = load_config(args.config)
@@ -209,24 +295,26 @@ def cmd_distill(args) -> None:
     cls = METHODS.get(entry.method)
     settings = method_config(entry.method, entry.settings)
     student = load_model(_existing(args.student, "--student"))
-    teacher = load_model(_existing(args.teacher, "--teacher")) if cls.needs_teacher(settings) else None
-    if teacher is not None and teacher.is_encoder_decoder != student.is_encoder_decoder:
-        family = {True: "t5 (encoder-decoder)", False: "decoder-only"}
-        raise ConfigError(mixed_families("--teacher", family[teacher.is_encoder_decoder],
-                                         family[student.is_encoder_decoder]))
     teacher_outputs = None
     if cls.uses_teacher_outputs(settings):
-        cached = {r["prompt"]: r["output"] for r in read_jsonl(_existing(args.teacher_outputs, "--teacher-outputs"))}
         task = _task(cfg, args.task, args.data)
         _, prompts, _ = _texts(task, "train", args.fraction)
-        missing = [p for p in prompts if p not in cached]
-        if missing:
-            raise ConfigError(f"--teacher-outputs: {len(missing)} training inputs have no cached teacher output "
-                              f"(first: {missing[0][:80]!r}); regenerate them with `xkdbench teacher-outputs`")
-        teacher_outputs = [cached[p] for p in prompts]
+        teacher_outputs = _cached_teacher_outputs(args.teacher_outputs, prompts)
+    cache = _teacher_cache_for(args, cfg, entry, student, with_teacher_outputs=teacher_outputs is not None)
+    teacher = None
+    if cls.needs_teacher(settings):
+        teacher_dir = _existing(args.teacher, "--teacher")
+        # with the cache, a variant that asks only about fixed sequences never runs the teacher: not loaded
+        if cache is None or SAMPLED in cls.teacher_sequences(settings):
+            teacher = load_model(teacher_dir)
+        teacher_family = AutoConfig.from_pretrained(str(teacher_dir)).is_encoder_decoder
+        if teacher_family != student.is_encoder_decoder:
+            family = {True: "t5 (encoder-decoder)", False: "decoder-only"}
+            raise ConfigError(mixed_families("--teacher", family[teacher_family],
+                                             family[student.is_encoder_decoder]))
     _train(args, cfg, section="distill", method_key=entry.method, settings=entry.settings, student=student,
            split="train", fraction=args.fraction, teacher=teacher, teacher_outputs=teacher_outputs,
-           stream=entry.stream)
+           stream=entry.stream, teacher_cache=cache)
     if args.evaluate:  # in the same process: a cell is one job (one interpreter start, not two)
         sampled = cfg.evaluation.sampled_fractions
         with_samples = sampled is None or any(abs(args.fraction - f) < 1e-9 for f in sampled)
@@ -355,6 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
             "method": (["--method"], dict(required=True, help="method variant name from the config's methods")),
             "fraction": (["--fraction"], dict(type=float, default=1.0, help="share of the distillation pool (0, 1]")),
             "teacher_outputs": (["--teacher-outputs"], dict(default=None, help="cached teacher outputs (JSONL)")),
+            "teacher_cache": (["--teacher-cache"], dict(default=None, help="the task's teacher cache directory "
+                                                        "(from teacher-cache; when the config's teacher_cache is on)")),
             "checkpoint": (["--checkpoint"], dict(required=True, help="model directory to evaluate")),
             "seed": (["--seed"], dict(type=int, default=0, help="random seed (default 0)")),
             "out": (["--out"], dict(required=True, help="output path")),
@@ -379,11 +469,13 @@ def build_parser() -> argparse.ArgumentParser:
         "config", "task", "data", "tokenizer", "seed", "out", "threads")
     add("teacher-outputs", cmd_teacher_outputs, "decode the train split with the teacher once (SeqKD data)",
         "config", "task", "data", "teacher", "seed", "out", "threads")
+    add("teacher-cache", cmd_teacher_cache, "the teacher's token distributions on every fixed training sequence, "
+        "once per task (config teacher_cache)", "config", "task", "data", "teacher", "teacher_outputs", "out", "threads")
     add("init-student", cmd_init_student, "initialise a student by SFT on the warmup split",
         "config", "task", "data", "tokenizer", "seed", "out", "threads")
     add("distill", cmd_distill, "distil one cell (task x method x fraction x seed)",
-        "config", "task", "method", "fraction", "seed", "data", "teacher", "student", "teacher_outputs", "out", "threads",
-        "evaluate")
+        "config", "task", "method", "fraction", "seed", "data", "teacher", "student", "teacher_outputs",
+        "teacher_cache", "out", "threads", "evaluate")
     add("evaluate", cmd_evaluate, "evaluate a checkpoint: greedy + sampled outputs, metrics.json",
         "config", "task", "data", "checkpoint", "teacher_optional", "seed", "out", "threads")
     add("lm-eval", cmd_lm_eval, "export the task for lm-eval and score a checkpoint with lm_eval.simple_evaluate",

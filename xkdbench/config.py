@@ -126,6 +126,35 @@ class SeqKDConfig:
         check_range(f"{where}.sampling_temperature", self.sampling_temperature, 0, low_open=True)
 
 
+TEACHER_CACHE_MODES = ("live", "top_k", "exact")
+
+
+@dataclass
+class TeacherCacheConfig:
+    """The teacher's outputs on the fixed training sequences, computed once per task (README, "Teacher cache").
+
+    mode: `live` (no cache: every cell runs the teacher, as without this section), `top_k` (per position
+      the top_k log-probabilities in float16 and the remaining mass, spread uniformly over the other
+      tokens when read) or `exact` (every log-probability in float32: the same losses as the live teacher).
+      (Not `off`: YAML reads a bare off as false.)
+    top_k: tokens kept per position in top_k mode; below the vocabulary size (all of it is `exact`).
+    batch_size: sequences per teacher forward pass while the cache is built.
+    """
+
+    mode: str = "live"
+    top_k: int = 64
+    batch_size: int = 32
+
+    def validate(self, where: str) -> None:
+        check_choice(f"{where}.mode", self.mode, TEACHER_CACHE_MODES)
+        check_range(f"{where}.top_k", self.top_k, 1)
+        check_range(f"{where}.batch_size", self.batch_size, 1)
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "live"
+
+
 @dataclass
 class TaskConfig:
     """One task of the experiment: its source, generator/dataset options and sequence limits.
@@ -245,6 +274,7 @@ class ExperimentConfig:
     distill: TrainingConfig = field(default_factory=TrainingConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     seqkd: SeqKDConfig = field(default_factory=SeqKDConfig)
+    teacher_cache: TeacherCacheConfig = field(default_factory=TeacherCacheConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     methods: list[MethodEntry] = field(default_factory=list)
     fractions: list[float] = field(default_factory=lambda: [1.0])
@@ -257,6 +287,10 @@ class ExperimentConfig:
         check_choice(f"{where}.precision", self.precision, ("auto", "fp32", "bf16"))
         if not self.tasks:
             raise ConfigError(f"{where}.tasks: at least one task is required")
+        cache, vocab = self.teacher_cache, self.models.tokenizer.vocab_size
+        if cache.mode == "top_k" and not self.models.tokenizer.pretrained and cache.top_k >= vocab:
+            raise ConfigError(f"{where}.teacher_cache.top_k: {cache.top_k} keeps the whole vocabulary ({vocab} "
+                              f"tokens); allowed: 1..{vocab - 1}, or mode: exact")
         missing = sorted({"tasks", "methods", "report"} - set(STUDY_CHECKS))
         if missing:  # never validate a study only in part
             raise RuntimeError(f"the study checks of {missing} are not registered; import xkdbench first")

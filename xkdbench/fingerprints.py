@@ -21,6 +21,12 @@ def _task_limits(cfg: ExperimentConfig, task: str) -> dict:
     return {"max_prompt_tokens": t.max_prompt_tokens, "max_target_tokens": t.max_target_tokens}
 
 
+def _cache_settings(cfg: ExperimentConfig) -> dict:
+    """The teacher cache's settings that change its contents (k means nothing in exact mode)."""
+    cache = cfg.teacher_cache
+    return {"mode": cache.mode, **({"top_k": cache.top_k} if cache.mode == "top_k" else {})}
+
+
 def stage_settings(cfg: ExperimentConfig, stage: str, task: str, method: str | None = None) -> dict:
     """The config values the command of `stage` reads for `task` (and method variant `method`)."""
     asdict = dataclasses.asdict
@@ -35,15 +41,23 @@ def stage_settings(cfg: ExperimentConfig, stage: str, task: str, method: str | N
                 **numerics}
     if stage == "teacher_outputs":
         return {"seqkd": asdict(cfg.seqkd), **numerics}
+    if stage == "teacher_cache":
+        return {"teacher_cache": _cache_settings(cfg), "batch_size": cfg.teacher_cache.batch_size, **numerics}
     if stage == "student_init":
         return {"model": asdict(cfg.models.student), "training": asdict(cfg.training("student_init", task)),
                 **numerics}
     if stage == "evaluate":
         return {"evaluation": asdict(cfg.evaluation), **numerics}
     if stage == "cell":
+        from xkdbench.core.teacher_cache import variant_uses_cache
+
         entry = cfg.method(method)
-        return {"method": entry.method, "settings": entry.settings, "stream": entry.stream, "training": asdict(cfg.training("distill", task)),
-                "sampling": asdict(cfg.sampling), "evaluation": asdict(cfg.evaluation), **numerics}
+        settings = {"method": entry.method, "settings": entry.settings, "stream": entry.stream,
+                    "training": asdict(cfg.training("distill", task)), "sampling": asdict(cfg.sampling),
+                    "evaluation": asdict(cfg.evaluation), **numerics}
+        if variant_uses_cache(cfg, entry):  # top-k changes the loss; other cells never read the cache
+            settings["teacher_cache"] = _cache_settings(cfg)
+        return settings
     raise ValueError(f"unknown stage {stage!r}")
 
 
@@ -53,7 +67,7 @@ def fingerprint(settings: dict) -> str:
 
 def fingerprints(cfg: ExperimentConfig) -> dict:
     """{stage: {task: hash}}, for "cell" {task: {method variant: hash}}, and one hash for "report"."""
-    stages = ("data", "tokenizer", "teacher", "teacher_outputs", "student_init", "evaluate")
+    stages = ("data", "tokenizer", "teacher", "teacher_outputs", "teacher_cache", "student_init", "evaluate")
     out = {stage: {task: fingerprint(stage_settings(cfg, stage, task)) for task in cfg.tasks} for stage in stages}
     out["cell"] = {task: {m.name: fingerprint(stage_settings(cfg, "cell", task, m.name)) for m in cfg.methods}
                    for task in cfg.tasks}

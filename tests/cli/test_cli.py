@@ -30,8 +30,8 @@ def run(argv, capsys) -> tuple[int, str]:
 
 def test_help_lists_every_stage():
     out = subprocess.run([sys.executable, "-m", "xkdbench", "--help"], capture_output=True, text=True, check=True).stdout
-    for command in ("prepare-data", "train-tokenizer", "train-teacher", "teacher-outputs", "init-student", "distill",
-                    "evaluate", "lm-eval", "report", "tasks", "methods", "check"):
+    for command in ("prepare-data", "train-tokenizer", "train-teacher", "teacher-outputs", "teacher-cache",
+                    "init-student", "distill", "evaluate", "lm-eval", "report", "tasks", "methods", "check"):
         assert command in out
 
 
@@ -77,3 +77,57 @@ def test_unknown_cell_names(tmp_path, capsys):
     code, out = run(["distill", "--config", str(SMOKE), "--task", "reasoning", "--method", "sft", "--fraction", "0",
                      "--data", "d", "--teacher", "t", "--student", "s", "--out", str(tmp_path / "c")], capsys)
     assert code == 2 and "--fraction: 0.0 is out of range" in out
+
+
+def test_teacher_cache_then_an_off_policy_cell_that_never_runs_the_teacher(tmp_path, capsys, monkeypatch):
+    import json
+
+    import xkdbench.models
+    from xkdbench.models import ModelSpec, build_model, load_tokenizer
+
+    sizes = {"train": 40, "warmup": 8, "validation": 8, "test": 8}
+    config = write_config(
+        tmp_path, tasks={"reasoning": {"options": {"difficulty": 0, "sizes": sizes}, "max_target_tokens": 32}},
+        methods=[{"name": "kd", "method": "supervised_kd"}, {"name": "sft", "method": "sft"}], report={},
+        teacher_cache={"mode": "top_k", "top_k": 16},
+        distill={"steps": 2, "batch_size": 4, "warmup_steps": 1, "log_every": 1})
+    common = ["--config", str(config), "--task", "reasoning"]
+    data, tok = tmp_path / "data", tmp_path / "tok"
+    assert run(["prepare-data", *common, "--out", str(data)], capsys)[0] == 0
+    assert run(["train-tokenizer", *common, "--data", str(data), "--out", str(tok)], capsys)[0] == 0
+    spec = ModelSpec(family="llama", d_model=16, n_layers=1, n_heads=2, d_ff=32)
+    for name, seed in (("teacher", 1), ("student", 2), ("other_teacher", 3)):
+        build_model(spec, load_tokenizer(tok), seed=seed).save(tmp_path / name)
+    code, out = run(["check", "--config", str(config), "--json"], capsys)
+    plan = json.loads(out)
+    assert plan["teacher_cache"] == {"reasoning": {"teacher_outputs": False}}
+    assert plan["methods"]["kd"]["teacher_cache"] and not plan["methods"]["sft"]["teacher_cache"]
+
+    cache = tmp_path / "cache"
+    code, out = run(["teacher-cache", *common, "--data", str(data), "--teacher", str(tmp_path / "teacher"),
+                     "--out", str(cache)], capsys)
+    assert code == 0, out
+    manifest = json.loads((cache / "manifest.json").read_text())
+    assert manifest["rows"] == 40 and manifest["top_k"] == 16 and manifest["token_id_dtype"] == "int16"
+
+    loaded = []
+    load_model = xkdbench.models.load_model
+    monkeypatch.setattr(xkdbench.models, "load_model", lambda path, *a, **k: loaded.append(Path(path).name)
+                        or load_model(path, *a, **k))
+    distill = ["distill", *common, "--method", "kd", "--data", str(data), "--student", str(tmp_path / "student")]
+    teacher = ["--teacher", str(tmp_path / "teacher")]
+    code, out = run([*distill, *teacher, "--teacher-cache", str(cache), "--out", str(tmp_path / "cell")], capsys)
+    assert code == 0, out
+    summary = json.loads((tmp_path / "cell" / "train_summary.json").read_text())
+    assert summary["teacher_forward_sequences"] == 0 and summary["teacher_cache_sequences"] == 2 * 4
+    assert loaded == ["student"], "an off-policy cell on the cache must not even load the teacher"
+
+    code, out = run([*distill, *teacher, "--out", str(tmp_path / "c2")], capsys)
+    assert code == 2 and "--teacher-cache: required" in out and "teacher_cache.mode: live" in out
+    code, out = run([*distill, "--teacher", str(tmp_path / "other_teacher"), "--teacher-cache", str(cache),
+                     "--out", str(tmp_path / "c3")], capsys)
+    assert code == 2 and "built from other teacher weights" in out and "rebuild it" in out
+    (cache / "logprobs.npy").write_bytes((cache / "logprobs.npy").read_bytes()[:-2])
+    code, out = run([*distill, *teacher, "--teacher-cache", str(cache), "--out", str(tmp_path / "c4")], capsys)
+    assert code == 2 and "logprobs.npy has" in out and "truncated" in out
+    assert not any((tmp_path / c).exists() for c in ("c2", "c3", "c4"))

@@ -36,7 +36,8 @@ def _plan():
 
 _write_resolved_config()
 _CHECKED = _plan()
-PLAN = _CHECKED["methods"]  # per variant: what it needs (teacher outputs, a learned reward)
+PLAN = _CHECKED["methods"]  # per variant: what it needs (teacher outputs, the teacher cache, a learned reward)
+CACHE_PLAN = _CHECKED["teacher_cache"]  # per task that has a teacher cache: whether it holds teacher outputs
 CELLS = _CHECKED["cells"]  # every (task, method, fraction, seed); a variant may be limited to some
 FINGERPRINTS = _CHECKED["fingerprints"]
 
@@ -47,6 +48,10 @@ def settings_hash(stage):
     if stage == "cell":
         return lambda wildcards: FINGERPRINTS["cell"][wildcards.task][wildcards.method]
     return lambda wildcards: FINGERPRINTS[stage][wildcards.task]
+
+
+def teacher_outputs_flag(wildcards, input):
+    return f"--teacher-outputs {input.teacher_outputs}" if "teacher_outputs" in input.keys() else ""
 
 
 wildcard_constraints:

@@ -11,11 +11,13 @@ def distill_inputs(wildcards):
     }
     if PLAN[wildcards.method]["uses_teacher_outputs"]:
         inputs["teacher_outputs"] = rules.teacher_outputs.output[0].format(task=wildcards.task)
+    if PLAN[wildcards.method]["teacher_cache"]:
+        inputs["teacher_cache"] = rules.teacher_cache.output[0].format(task=wildcards.task)
     return inputs
 
 
-def teacher_outputs_flag(wildcards, input):
-    return f"--teacher-outputs {input.teacher_outputs}" if "teacher_outputs" in input.keys() else ""
+def teacher_cache_flag(wildcards, input):
+    return f"--teacher-cache {Path(input.teacher_cache).parent}" if "teacher_cache" in input.keys() else ""
 
 
 rule distill:
@@ -30,6 +32,7 @@ rule distill:
         student=f"{RESULTS}/student_init/{{task}}/seed{{seed}}/model",
         teacher=f"{RESULTS}/teacher/{{task}}/model",
         teacher_outputs=teacher_outputs_flag,
+        teacher_cache=teacher_cache_flag,
         out=f"{RESULTS}/cells/{{task}}/{{method}}/f{{fraction}}/seed{{seed}}",
     log:
         f"{RESULTS}/logs/distill/{{task}}/{{method}}/f{{fraction}}/seed{{seed}}.log",
@@ -41,5 +44,5 @@ rule distill:
     shell:
         "xkdbench distill --config {CFG} --task {wildcards.task} --method {wildcards.method} "
         "--fraction {wildcards.fraction} --seed {wildcards.seed} --data {params.data} "
-        "--teacher {params.teacher} --student {params.student} {params.teacher_outputs} "
+        "--teacher {params.teacher} --student {params.student} {params.teacher_outputs} {params.teacher_cache} "
         "--threads {threads} --out {params.out} --evaluate > {log} 2>&1"

@@ -1,8 +1,11 @@
 """What a method may use during training: the student, the teacher view, on-policy sampling.
 
 The context counts the costs a method incurs (teacher forward passes, generated tokens), so the cost
-figure compares methods on what they actually did. It also owns the run's random streams, each
-seeded from (run seed, variant stream offset, stream name) and drawn by one consumer only:
+figure compares methods on what they actually did. With a teacher cache (xkdbench.core.teacher_cache)
+the teacher's answers on fixed training sequences come from the cache: they are counted apart, as
+`teacher_cache_sequences`, and only the live teacher's passes count as teacher forward passes.
+It also owns the run's random streams, each seeded from (run seed, variant stream offset, stream name)
+and drawn by one consumer only:
   decisions  `ctx.rng`: a method's per-step choices (GKD's on-policy coin, DistiLLM's replay draws);
   sampling   every on-policy or teacher sample: call k is drawn under the seed of "sampling/k";
   modules    the initialisation of the method's own modules (the core builds the method under it).
@@ -15,6 +18,7 @@ from __future__ import annotations
 import random
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -22,6 +26,9 @@ from xkdbench.config import SamplingConfig
 from xkdbench.core.runtime import stream_seed, torch_stream
 from xkdbench.models.batch import Batch
 from xkdbench.models.seq2seq import Seq2SeqLM
+
+if TYPE_CHECKING:
+    from xkdbench.core.teacher_cache import TeacherCache
 
 
 @dataclass
@@ -38,12 +45,14 @@ class TrainExamples:
 class TrainContext:
     def __init__(self, student: Seq2SeqLM, teacher: Seq2SeqLM | None, sampling: SamplingConfig, *,
                  max_new_tokens: int, device: torch.device, use_bf16: bool, seed: int,
-                 total_steps: int | None = None, validate_every: int = 0, stream: int = 0):
+                 total_steps: int | None = None, validate_every: int = 0, stream: int = 0,
+                 teacher_cache: TeacherCache | None = None):
         self.student = student
         # the run's step budget and validation interval, for methods whose schedules depend on them
         self.total_steps = total_steps
         self.validate_every = validate_every
         self.teacher = teacher
+        self.teacher_cache = teacher_cache
         self.sampling = sampling
         self.max_new_tokens = max_new_tokens
         self.device = device
@@ -54,6 +63,7 @@ class TrainContext:
         self.rng = random.Random(stream_seed(seed, "decisions", stream))
         self.sampling_calls = 0  # saved in checkpoints: a resumed run continues the sampling stream
         self.teacher_forward_sequences = torch.zeros((), dtype=torch.long)
+        self.teacher_cache_sequences = torch.zeros((), dtype=torch.long)
         self.generated_tokens = torch.zeros((), dtype=torch.long)
 
     def random_stream(self, name: str):
@@ -78,9 +88,30 @@ class TrainContext:
 
     @torch.no_grad()
     def teacher_logits(self, batch: Batch) -> torch.Tensor:
-        """Teacher logits (B, T, V) on batch's targets, without gradient."""
+        """Teacher logits (B, T, V) on batch's targets, without gradient.
+
+        Rows found in the teacher cache are served from it as float32 log-probabilities, which every loss
+        may take for logits (it applies log_softmax or softmax, and the two differ by a per-position
+        constant); in a batch of both kinds the live rows are converted to log-probabilities too."""
+        rows = self.teacher_cache.find(batch) if self.teacher_cache is not None else None
+        if rows is None or rows.count(None) == len(rows):
+            return self._live_teacher_logits(batch)
+        live = [i for i, r in enumerate(rows) if r is None]
+        self.teacher_cache_sequences += len(rows) - len(live)
+        out = self.teacher_cache.log_probs(rows, batch.target_ids.shape[1], self.device)  # (B, T, V)
+        if live:
+            index = torch.tensor(live, device=batch.target_ids.device)
+            part = Batch(*(t[index] for t in (batch.prompt_ids, batch.prompt_mask, batch.target_ids,
+                                              batch.target_mask)))
+            out[index.to(out.device)] = torch.log_softmax(self._live_teacher_logits(part).float(), dim=-1)
+        return out
+
+    def _live_teacher_logits(self, batch: Batch) -> torch.Tensor:
         if self.teacher is None:
-            raise RuntimeError("this method declared needs_teacher = False but asked for teacher logits")
+            what = "the teacher cache holds only the fixed training sequences" if self.teacher_cache is not None \
+                else "the method declared needs_teacher = False"
+            raise RuntimeError(f"teacher logits were asked for with no live teacher loaded: {what}; a method whose "
+                               "teacher_sequences are FIXED only must not ask about generated sequences")
         self.teacher_forward_sequences += batch.size
         with self.autocast():
             return self.teacher.target_logits(batch)

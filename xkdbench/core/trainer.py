@@ -24,6 +24,7 @@ from xkdbench.config import SamplingConfig, TrainingConfig
 from xkdbench.core.context import TrainContext
 from xkdbench.core.data import StepLoader, TrainData
 from xkdbench.core.runtime import rng_state, seed_everything, set_rng_state, use_bf16
+from xkdbench.core.teacher_cache import TeacherCache
 from xkdbench.io import atomic_path, write_json, write_jsonl
 from xkdbench.methods.base import Method
 from xkdbench.methods.common import token_nll
@@ -51,6 +52,7 @@ class TrainSetup:
     max_new_tokens: int = 64  # length limit of on-policy samples (the task's max_target_tokens)
     validation: TrainData | None = None  # gold validation pairs, for training.validate_every
     stream: int = 0  # the variant's random-stream offset (config `stream`; the A/A control differs in it)
+    teacher_cache: TeacherCache | None = None  # the teacher's answers on the fixed training sequences
 
 
 def lr_factor(step: int, cfg: TrainingConfig) -> float:
@@ -122,10 +124,14 @@ def train(setup: TrainSetup, out_dir: str | Path, *, stop_after: int | None = No
     student.model.to(setup.device)
     if teacher is not None:
         teacher.model.to(setup.device).eval().requires_grad_(False)
+    if setup.teacher_cache is not None:  # every fixed sequence must hit, or the run silently goes live
+        setup.teacher_cache.check_covers(setup.data.prompts, setup.data.targets, "gold targets")
+        if setup.data.teacher_outputs is not None:
+            setup.teacher_cache.check_covers(setup.data.prompts, setup.data.teacher_outputs, "teacher outputs")
     ctx = TrainContext(student, teacher, setup.sampling or SamplingConfig(), max_new_tokens=setup.max_new_tokens,
                        device=setup.device, use_bf16=use_bf16(setup.precision, setup.device), seed=setup.seed,
                        total_steps=cfg.steps, validate_every=cfg.validate_every if setup.validation is not None else 0,
-                       stream=setup.stream)
+                       stream=setup.stream, teacher_cache=setup.teacher_cache)
     with ctx.random_stream("modules"):  # a method's modules draw their initialisation from their own stream
         method = setup.method_cls(setup.method_config, ctx)
     modules = {"student": student.model, **method.trainable_modules()}
@@ -152,6 +158,7 @@ def train(setup: TrainSetup, out_dir: str | Path, *, stop_after: int | None = No
         ctx.rng.setstate(state["ctx_rng"])
         ctx.sampling_calls = state["sampling_calls"]
         ctx.teacher_forward_sequences += state["teacher_forward_sequences"]
+        ctx.teacher_cache_sequences += state.get("teacher_cache_sequences", 0)
         ctx.generated_tokens += state["generated_tokens"]
         tokens += state["tokens"].to(setup.device)
         set_rng_state(state["rng"])
@@ -172,6 +179,7 @@ def train(setup: TrainSetup, out_dir: str | Path, *, stop_after: int | None = No
                 "method": method.state_dict(), "ctx_rng": ctx.rng.getstate(),
                 "sampling_calls": ctx.sampling_calls, "rng": rng_state(),
                 "tokens": tokens.clone(), "teacher_forward_sequences": ctx.teacher_forward_sequences.clone(),
+                "teacher_cache_sequences": ctx.teacher_cache_sequences.clone(),
                 "generated_tokens": ctx.generated_tokens.clone(),
             }, tmp / "trainer_state.pt")
 
@@ -194,6 +202,7 @@ def train(setup: TrainSetup, out_dir: str | Path, *, stop_after: int | None = No
                 record.update({"lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
                                "tokens": int(tokens), "generated_tokens": int(ctx.generated_tokens),
                                "teacher_forward_sequences": int(ctx.teacher_forward_sequences),
+                               "teacher_cache_sequences": int(ctx.teacher_cache_sequences),
                                "seconds": round(elapsed + time.perf_counter() - t0, 3)})
                 if validate_now:
                     record["validation_nll"] = validation_nll(student, setup.validation, batch_size=4 * cfg.batch_size,
@@ -214,6 +223,7 @@ def train(setup: TrainSetup, out_dir: str | Path, *, stop_after: int | None = No
         "steps": cfg.steps, "seconds": round(seconds, 3), "tokens": int(tokens),
         "generated_tokens": int(ctx.generated_tokens),
         "teacher_forward_sequences": int(ctx.teacher_forward_sequences),
+        "teacher_cache_sequences": int(ctx.teacher_cache_sequences),
         "examples": len(setup.data), "student_parameters": student.num_parameters(),
     }
     write_json(out_dir / SUMMARY, summary)

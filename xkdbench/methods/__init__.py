@@ -8,7 +8,7 @@ import importlib
 import pkgutil
 
 from xkdbench.config import register_study_check
-from xkdbench.methods.base import METHODS, Method, Paper, method_config, register
+from xkdbench.methods.base import FIXED, METHODS, SAMPLED, Method, Paper, method_config, register
 from xkdbench.validation import check_choice
 
 for _module in pkgutil.iter_modules(__path__):
@@ -26,4 +26,4 @@ def check_methods(config, where: str) -> None:
             METHODS.get(entry.method).check_training(settings, config.training("distill", task),
                                                      f"{where}.tasks.{task}.distill (or {where}.distill)")
 
-__all__ = ["METHODS", "Method", "Paper", "method_config", "register"]
+__all__ = ["FIXED", "METHODS", "SAMPLED", "Method", "Paper", "method_config", "register"]

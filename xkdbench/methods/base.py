@@ -32,14 +32,21 @@ class Paper:
 
 METHODS: Registry[type[Method]] = Registry("method")
 
+# The sequences a method asks the teacher about (Method.teacher_sequences).
+FIXED = "fixed"  # the fixed training sequences: gold targets and the cached teacher outputs
+SAMPLED = "sampled"  # sequences generated during training (student or teacher-mixed samples)
+
 
 class Method:
     """Base class. Subclasses set `Config`, `paper`, and override `sequences` and/or `loss`.
 
-    Two class methods tell the core what to load before training starts:
+    Three class methods tell the core what to load before training starts:
       needs_teacher(config): load the teacher and offer `ctx.teacher_logits` / `ctx.sample_teacher`.
       uses_teacher_outputs(config): load the teacher's cached outputs for the training inputs
         (SeqKD data, decoded once per task) and pass them with every batch as `examples.teacher_output`.
+      teacher_sequences(config): which sequences `ctx.teacher_logits` may be asked about, FIXED and/or
+        SAMPLED. With the teacher cache on, a method that asks about FIXED sequences only never needs
+        the live teacher, and the core does not load it.
     """
 
     Config: ClassVar[type] = type(None)
@@ -53,6 +60,14 @@ class Method:
     @classmethod
     def uses_teacher_outputs(cls, config: Any) -> bool:
         return False
+
+    @classmethod
+    def teacher_sequences(cls, config: Any) -> frozenset[str]:
+        """FIXED: the method asks the teacher about fixed training sequences (served by the teacher cache);
+        SAMPLED: about sequences generated during training (the live teacher). Default: both, when the
+        method needs the teacher at all; a method that declares FIXED alone and then asks about another
+        sequence gets an error, never a silent wrong answer."""
+        return frozenset({FIXED, SAMPLED}) if cls.needs_teacher(config) else frozenset()
 
     def __init__(self, config: Any, ctx: TrainContext):
         self.config = config

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from xkdbench.methods.base import Method, Paper, register
+from xkdbench.methods.base import FIXED, Method, Paper, register
 from xkdbench.models.batch import Batch
 from xkdbench.validation import check_choice, check_range
 
@@ -185,6 +185,10 @@ class BellmanDistill(Method):
     @classmethod
     def uses_teacher_outputs(cls, config) -> bool:
         return True
+
+    @classmethod
+    def teacher_sequences(cls, config):
+        return frozenset({FIXED})
 
     def sequences(self, examples, step):
         return with_trailing_pad(examples.teacher_output, self.ctx.student.pad_id)

@@ -5,7 +5,7 @@ import random
 from collections import deque
 from dataclasses import dataclass
 
-from xkdbench.methods.base import Method, Paper, register
+from xkdbench.methods.base import FIXED, SAMPLED, Method, Paper, register
 from xkdbench.methods.common import DivergenceSettings, divergence_on
 from xkdbench.models.batch import Batch
 from xkdbench.models.seq2seq import Seq2SeqLM
@@ -140,6 +140,14 @@ class DistiLLM(Method):
 
     Config = DistiLLMConfig
     paper = Paper("DistiLLM: Towards Streamlined Distillation for Large Language Models", "2402.03898", "ICML 2024")
+
+    @classmethod
+    def teacher_sequences(cls, config):
+        # the threshold starts at initial_threshold and only rises: at 1 no step is gold, and with no
+        # increment from 0 every step is
+        gold = config.initial_threshold < 1
+        student = config.initial_threshold > 0 or config.threshold_increment > 0
+        return frozenset({FIXED} if gold else set()) | frozenset({SAMPLED} if student else set())
 
     @classmethod
     def check_training(cls, config, training, where):

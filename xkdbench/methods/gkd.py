@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from xkdbench.methods.base import Method, Paper, register
+from xkdbench.methods.base import FIXED, SAMPLED, Method, Paper, register
 from xkdbench.methods.common import DivergenceSettings, divergence_on
 from xkdbench.validation import check_range
 
@@ -41,6 +41,11 @@ class GKD(Method):
     @classmethod
     def uses_teacher_outputs(cls, config) -> bool:
         return config.seq_kd
+
+    @classmethod
+    def teacher_sequences(cls, config):
+        fraction = config.student_data_fraction
+        return frozenset({FIXED} if fraction < 1 else set()) | frozenset({SAMPLED} if fraction > 0 else set())
 
     def __init__(self, config, ctx):
         super().__init__(config, ctx)

@@ -8,7 +8,7 @@ import torch
 
 from xkdbench.core.mixture_sampling import sample_teacher_mixed
 from xkdbench.losses import reverse_kl
-from xkdbench.methods.base import Method, Paper, register
+from xkdbench.methods.base import SAMPLED, Method, Paper, register
 from xkdbench.models.batch import Batch
 from xkdbench.models.seq2seq import eval_mode
 from xkdbench.validation import ConfigError, check_choice, check_range
@@ -131,6 +131,10 @@ class MiniLLM(Method):
 
     Config = MiniLLMConfig
     paper = Paper("MiniLLM: Knowledge Distillation of Large Language Models", "2306.08543", "ICLR 2024")
+
+    @classmethod
+    def teacher_sequences(cls, config):
+        return frozenset({SAMPLED})  # every rollout is a fresh teacher-mixed sample
 
     def __init__(self, config, ctx):
         super().__init__(config, ctx)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from xkdbench.methods.base import Method, Paper, register
+from xkdbench.methods.base import FIXED, Method, Paper, register
 from xkdbench.methods.common import token_nll
 from xkdbench.validation import check_range
 
@@ -30,6 +30,10 @@ class SupervisedKD(Method):
 
     Config = SupervisedKDConfig
     paper = Paper("Distilling the Knowledge in a Neural Network", "1503.02531")
+
+    @classmethod
+    def teacher_sequences(cls, config):
+        return frozenset({FIXED})
 
     def loss(self, batch):
         from xkdbench.losses import forward_kl

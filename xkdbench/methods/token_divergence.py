@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from xkdbench.methods.base import Method, register
+from xkdbench.methods.base import FIXED, Method, register
 from xkdbench.methods.common import DivergenceSettings, divergence_on
 
 
@@ -18,6 +18,10 @@ class TokenDivergence(Method):
     JSD or total variation (the off-policy column of the GKD paper's grid)."""
 
     Config = TokenDivergenceConfig
+
+    @classmethod
+    def teacher_sequences(cls, config):
+        return frozenset({FIXED})
 
     def loss(self, batch):
         return {self.config.divergence: divergence_on(self.ctx, batch, self.config)}

@@ -21,7 +21,8 @@ from xkdbench.io import read_json, read_jsonl
 
 # train_summary.json key -> tidy column (names say what is counted).
 COST_COLUMNS = {"steps": "train_steps", "seconds": "train_seconds", "tokens": "train_tokens",
-                "generated_tokens": "generated_tokens", "teacher_forward_sequences": "teacher_forward_sequences"}
+                "generated_tokens": "generated_tokens", "teacher_forward_sequences": "teacher_forward_sequences",
+                "teacher_cache_sequences": "teacher_cache_sequences"}
 ID_COLUMNS = ["task", "method", "method_key", "role", "fraction", "seed", "decoding", "temperature",
               "headline_metric", "headline"]
 TAIL_COLUMNS = ["num_inputs", *COST_COLUMNS.values(), "time_to_best_validation", "learned_reward_spearman",

@@ -18,7 +18,8 @@ from xkdbench.reporting.collect import Model, per_example_scores
 from xkdbench.reporting.settings import REFERENCES, ReportSettings
 from xkdbench.reporting.stats import CONFIDENCE, crossed_interval, paired_matrix, t_interval, win_tie_lose
 
-COST = ["train_seconds", "train_tokens", "generated_tokens", "teacher_forward_sequences", "time_to_best_validation"]
+COST = ["train_seconds", "train_tokens", "generated_tokens", "teacher_forward_sequences", "teacher_cache_sequences",
+        "time_to_best_validation"]
 
 
 def headline_rows(tidy: pd.DataFrame, fraction: float, decoding: str = "greedy") -> pd.DataFrame:
@@ -254,16 +255,18 @@ def cost_table(tidy: pd.DataFrame, config: ExperimentConfig) -> pd.DataFrame:
 
 def write_cost_table(table: pd.DataFrame, out_dir: Path) -> list[Path]:
     header = ["Method", "cells", "train seconds", "train tokens", "generated tokens", "teacher forwards",
-              "s to best val."]
+              "teacher cache", "s to best val."]
     md = ["# Training cost per cell (mean over fractions and seeds)\n"]
     for task, rows in table.groupby("task", sort=False):
         body = [[r.method, r.n_cells, *(f"{v:,.0f}" if not math.isnan(v) else "n/a" for v in
                                         (r.train_seconds, r.train_tokens, r.generated_tokens,
-                                         r.teacher_forward_sequences, r.time_to_best_validation))]
+                                         r.teacher_forward_sequences, r.teacher_cache_sequences,
+                                         r.time_to_best_validation))]
                 for r in rows.itertuples()]
         md += [f"## {task}\n", fmt.markdown(header, body),
                f"Means over each method's cells ({fmt.count_label(rows['n_seeds'])} seeds x fractions). Teacher "
-               "forwards: sequences passed through the teacher. s to best val.: training seconds at the logged "
-               "step with the lowest validation NLL (n/a: validation not logged).\n"]
+               "forwards: sequences passed through the live teacher. Teacher cache: sequences whose teacher "
+               "distributions came from the teacher cache instead (README, \"Teacher cache\"). s to best val.: "
+               "training seconds at the logged step with the lowest validation NLL (n/a: validation not logged).\n"]
     write_text(out_dir / "cost.md", "\n".join(md))
     return [fmt.write_csv(out_dir / "cost.csv", table), out_dir / "cost.md"]
