@@ -174,6 +174,22 @@ def test_rows_are_found_by_content_in_any_order_and_padding(tmp_path, tokenizer,
     assert torch.equal(dense[~valid], torch.full_like(dense[~valid], -math.log(vocab)))
 
 
+def test_hidden_states_come_from_one_counted_live_forward_even_for_cached_rows(tmp_path, tokenizer, family,
+                                                                               toy_data):
+    """AMM's adversary reads the teacher's hidden states, which the cache does not hold: asking with
+    with_hidden goes live for every row and counts one forward per row, never a cache hit."""
+    teacher = the_teacher(tokenizer, family)
+    ctx = context(tiny_model(tokenizer, family, seed=1), teacher, build(tmp_path / "cache", teacher, toy_data))
+    gold = teacher.collate(toy_data.prompts[:4], toy_data.targets[:4])
+    logits, hidden = ctx.teacher_logits(gold, with_hidden=True)
+    with torch.no_grad():
+        want_logits, want_hidden = teacher.target_logits(gold, with_hidden=True)
+    assert torch.equal(logits, want_logits) and torch.equal(hidden, want_hidden)
+    assert (int(ctx.teacher_forward_sequences), int(ctx.teacher_cache_sequences)) == (4, 0)
+    ctx.teacher_logits(gold)  # the same rows without hidden states: served by the cache
+    assert (int(ctx.teacher_forward_sequences), int(ctx.teacher_cache_sequences)) == (4, 4)
+
+
 @LLAMA
 def test_a_fixed_only_run_asking_about_a_sample_fails_loudly(tmp_path, tokenizer, family, toy_data):
     teacher = the_teacher(tokenizer, family)

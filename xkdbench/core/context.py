@@ -87,12 +87,15 @@ class TrainContext:
             return self.student.target_logits(batch, with_hidden=with_hidden)
 
     @torch.no_grad()
-    def teacher_logits(self, batch: Batch) -> torch.Tensor:
-        """Teacher logits (B, T, V) on batch's targets, without gradient.
+    def teacher_logits(self, batch: Batch, *, with_hidden: bool = False):
+        """Teacher logits (B, T, V) on batch's targets, without gradient; with_hidden also returns the
+        teacher's last hidden state (B, T, H), which only the live teacher has (one counted forward).
 
         Rows found in the teacher cache are served from it as float32 log-probabilities, which every loss
         may take for logits (it applies log_softmax or softmax, and the two differ by a per-position
         constant); in a batch of both kinds the live rows are converted to log-probabilities too."""
+        if with_hidden:
+            return self._live_teacher_logits(batch, with_hidden=True)
         rows = self.teacher_cache.find(batch) if self.teacher_cache is not None else None
         if rows is None or rows.count(None) == len(rows):
             return self._live_teacher_logits(batch)
@@ -106,7 +109,7 @@ class TrainContext:
             out[index.to(out.device)] = torch.log_softmax(self._live_teacher_logits(part).float(), dim=-1)
         return out
 
-    def _live_teacher_logits(self, batch: Batch) -> torch.Tensor:
+    def _live_teacher_logits(self, batch: Batch, *, with_hidden: bool = False):
         if self.teacher is None:
             what = "the teacher cache holds only the fixed training sequences" if self.teacher_cache is not None \
                 else "the method declared needs_teacher = False"
@@ -114,7 +117,7 @@ class TrainContext:
                                "teacher_sequences are FIXED only must not ask about generated sequences")
         self.teacher_forward_sequences += batch.size
         with self.autocast():
-            return self.teacher.target_logits(batch)
+            return self.teacher.target_logits(batch, with_hidden=with_hidden)
 
     def sample_student(self, batch: Batch, *, temperature: float | None = None, num_samples: int = 1) -> Batch:
         """On-policy samples for the batch's prompts: no gradient, KV cache, masked after the first EOS."""

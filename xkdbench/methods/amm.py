@@ -150,14 +150,6 @@ def student_terms(logits, teacher_probs, f, target_ids, target_mask, on_policy, 
     return per_state, pg
 
 
-@torch.no_grad()
-def teacher_view(ctx, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Teacher logits (B, T, V) and last hidden state (B, T, H) by one live forward, counted as one."""
-    ctx.teacher_forward_sequences += batch.size
-    with ctx.autocast():
-        return ctx.teacher.target_logits(batch, with_hidden=True)
-
-
 @dataclass
 class MomentRollout(Batch):
     """Off-policy rows (the teacher's outputs) then on-policy rows (student samples), with the teacher's view."""
@@ -258,7 +250,7 @@ class AMM(Method):
         if self.adversary is None:
             logits = ctx.teacher_logits(batch)
         else:
-            logits, hidden = teacher_view(ctx, batch)
+            logits, hidden = ctx.teacher_logits(batch, with_hidden=True)
         return MomentRollout(batch.prompt_ids, batch.prompt_mask, batch.target_ids, batch.target_mask,
                              on_policy=on_policy, teacher_logits=logits, teacher_hidden=hidden, step_tokens=self._tokens)
 

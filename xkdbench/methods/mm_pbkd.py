@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from xkdbench.methods.amm import ADVERSARY_NAME, AMM, AMMConfig, MomentAdversary, probabilities, teacher_view
+from xkdbench.methods.amm import ADVERSARY_NAME, AMM, AMMConfig, MomentAdversary, probabilities
 from xkdbench.methods.base import Paper, register
 from xkdbench.methods.preference import (
     PreferenceRounds,
@@ -114,7 +114,7 @@ class MMPbKD(AMM):
         """The teacher's probabilities and hidden states on both sides of the pairs (no gradient)."""
         views = []
         for batch in (preferred, rejected):
-            logits, hidden = teacher_view(self.ctx, batch)
+            logits, hidden = self.ctx.teacher_logits(batch, with_hidden=True)
             views.append((batch, probabilities(logits), hidden))
         return views
 
