@@ -82,12 +82,13 @@ def child(args) -> dict:
         import xkdbench.core.trainer as trainer
         import xkdbench.models as models
         import xkdbench.models.seq2seq as seq2seq
+        import xkdbench.stages as stages
         # the package exports a function of the same name: take the module itself
         evaluate = importlib.import_module("xkdbench.evaluation.evaluate")
         import xkdbench.evaluation as evaluation_pkg
     loading = "config, data and model loading"
-    for owner, attr in ((cli, "load_config"), (models, "load_model"), (cli, "_task"), (cli, "_texts"),
-                        (cli, "read_jsonl")):
+    for owner, attr in ((stages, "load_config"), (models, "load_model"), (stages, "load_task"),
+                        (stages, "split_texts"), (stages, "read_jsonl")):
         clock.wrap(owner, attr, loading)
     clock.wrap(data.TrainData, "from_texts", loading, classmethod_=True)
     clock.wrap(context.TrainContext, "teacher_logits", "teacher forwards")
@@ -103,7 +104,7 @@ def child(args) -> dict:
                + " decoding")
     clock.wrap(evaluate, "evaluate", "evaluation: scoring")
     for owner, attr in ((seq2seq.Seq2SeqLM, "save"), (transformers.PreTrainedModel, "save_pretrained"),
-                        (torch, "save"), (cli, "write_json"), (cli, "write_jsonl"), (trainer, "write_json")):
+                        (torch, "save"), (stages, "write_json"), (stages, "write_jsonl"), (trainer, "write_json")):
         clock.wrap(owner, attr, "writes")
     # the command imports `evaluate` from the package when it runs: point that name at the timed function
     evaluation_pkg.evaluate = evaluate.evaluate

@@ -23,10 +23,10 @@ import json
 import time
 from pathlib import Path
 
-from xkdbench.cli import _task
 from xkdbench.config import load_config
 from xkdbench.evaluation.diversity import distinct_n_per_input, self_bleu
 from xkdbench.io import read_jsonl
+from xkdbench.stages import load_task
 
 TASKS = ("translation", "summarization", "reasoning")
 LIBRARIES = ("sacrebleu", "rouge_score.rouge_scorer", "nltk.stem.porter")
@@ -81,7 +81,7 @@ def main() -> None:
     print(f"{'task':<15}{'greedy':>10}{'samples':>10}{'diversity':>11}{'total':>10}   (seconds)")
     for name in args.tasks:
         outputs = results / "cells" / name / args.method / "f1" / f"seed{args.seed}" / "eval" / "outputs.jsonl"
-        task = _task(cfg, name, str(results / "data" / name))
+        task = load_task(cfg, name, str(results / "data" / name))
         examples = task.records("test")
         records = read_jsonl(outputs)
         seconds = score_cell(task, examples, records)

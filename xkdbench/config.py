@@ -262,6 +262,11 @@ class MethodEntry:
         return fraction is None or self.fractions is None or float(fraction) in self.fractions
 
 
+# the workflow's stages (workflows/rules/common.smk) and what a job of each may ask for
+RESOURCE_STAGES = ("data", "teacher", "student", "evaluate")
+RESOURCE_KEYS = ("gpus", "threads", "mem_mb", "runtime", "processes")
+
+
 @dataclass
 class ExperimentConfig:
     name: str = "experiment"
@@ -298,6 +303,7 @@ class ExperimentConfig:
         for name in self.tasks:
             for section in ("teacher_training", "student_init", "distill"):
                 self.training(section, name)  # validates the per-task override now
+        self._validate_resources(f"{where}.resources")
         for i, f in enumerate(self.fractions):
             check_range(f"{where}.fractions[{i}]", f, 0, 1, low_open=True)
         seen = set()
@@ -312,6 +318,33 @@ class ExperimentConfig:
         for name, check in STUDY_CHECKS.items():
             if name != "tasks":
                 check(self, where)
+
+    def _validate_resources(self, where: str) -> None:
+        """What the workflow asks the scheduler for, per stage; `processes` (torchrun ranks) only where
+        the core trains, and it must split every distillation batch evenly."""
+        if not isinstance(self.resources, dict):
+            raise ConfigError(f"{where}: expected a mapping of stage -> settings, got {self.resources!r}")
+        for stage, spec in self.resources.items():
+            check_choice(f"{where}", stage, RESOURCE_STAGES)
+            if not isinstance(spec, dict):
+                raise ConfigError(f"{where}.{stage}: expected a mapping, got {spec!r}")
+            for key, value in spec.items():
+                check_choice(f"{where}.{stage}", key, RESOURCE_KEYS)
+                check_range(f"{where}.{stage}.{key}", value, 0 if key == "gpus" else 1)
+        for stage, spec in self.resources.items():
+            if stage != "student" and spec.get("processes", 1) != 1:
+                raise ConfigError(f"{where}.{stage}.processes: only the student's jobs (distillation) run as "
+                                  "several processes; allowed here: 1")
+        processes = self.resources.get("student", {}).get("processes", 1)
+        gpus = self.resources.get("student", {}).get("gpus", 0)
+        if gpus and processes > 1 and gpus != processes:
+            raise ConfigError(f"{where}.student.gpus: {gpus} for {processes} processes; allowed: {processes} "
+                              "(one GPU per rank)")
+        for task in self.tasks:
+            batch = self.training("distill", task).batch_size
+            if batch % processes:
+                raise ConfigError(f"{where}.student.processes: {processes} does not divide the distill batch_size "
+                                  f"{batch} of {task}; allowed: a divisor of it (each rank takes an equal share)")
 
     def cells(self) -> list[tuple[str, str, float, int]]:
         """Every (task, method variant, fraction, seed) of the study, in config order."""

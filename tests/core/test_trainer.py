@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -190,3 +191,37 @@ def test_dropout_is_off_during_training_unless_kept(tmp_path, tokenizer, toy_dat
     cfg = TrainingConfig(steps=2, batch_size=8, warmup_steps=0, disable_dropout=disable_dropout)
     train(TrainSetup(Spy, method_config("sft", {}), student, toy_data, cfg, 0, CPU), tmp_path)
     assert modes == [not disable_dropout] * 2
+
+
+class _DivergingSFT(METHODS.get("sft")):
+    """SFT whose loss (or only its gradient) turns non-finite from the third call of `loss` on."""
+
+    calls, break_gradient = 0, False
+
+    def loss(self, batch):
+        terms = super().loss(batch)
+        type(self).calls += 1
+        if type(self).calls >= 3:
+            if self.break_gradient:  # sqrt at 0: the value 0 is finite, its gradient infinite
+                terms["sqrt"] = torch.sqrt(terms["nll"] * 0)
+            else:
+                terms["nll"] = terms["nll"] * float("nan")
+        return terms
+
+
+@pytest.mark.parametrize("break_gradient,named", [(False, "loss term 'nll' is nan"),
+                                                  (True, "the gradient norm (every loss term finite) is")])
+def test_a_non_finite_loss_stops_the_run_naming_step_and_term(tmp_path, tokenizer, toy_data, break_gradient, named):
+    from xkdbench.errors import NonFiniteLossError
+
+    _DivergingSFT.calls, _DivergingSFT.break_gradient = 0, break_gradient
+    student = tiny_model(tokenizer, "llama", seed=1)
+    cfg = TrainingConfig(steps=5, batch_size=8, lr=1e-2, warmup_steps=1, log_every=1, checkpoint_every=2)
+    setup = TrainSetup(_DivergingSFT, method_config("sft", {}), student, toy_data, cfg, 0, CPU)
+    with pytest.raises(NonFiniteLossError, match=re.escape(f"step 3: {named}")):
+        train(setup, tmp_path / "run")
+    # the update of step 3 was not applied: the weights are those after step 2, all finite
+    assert all(torch.isfinite(p).all() for p in student.model.parameters())
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2]
+    assert not (tmp_path / "run" / "model").exists()  # no final model that looks complete

@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 
 from tests.conftest import tiny_model
-from xkdbench.cli import _learned_reward
 from xkdbench.config import ConfigError, SamplingConfig, TrainingConfig
 from xkdbench.core.context import TrainContext
 from xkdbench.core.data import StepLoader
@@ -22,6 +21,7 @@ from xkdbench.methods import METHODS, method_config
 from xkdbench.methods.mm_pbkd import advantage_sums, sequence_rewards
 from xkdbench.models import load_model
 from xkdbench.models.batch import Batch
+from xkdbench.stages import learned_reward_of
 
 CPU = torch.device("cpu")
 
@@ -151,7 +151,7 @@ def test_training_and_the_learned_reward(tmp_path, tokenizer, family, toy_data, 
     assert [(r["round"], r["step"], r["pairs"]) for r in rounds] == [(0, 2, 4), (1, 4, 8)]
     model_dir = tmp_path / "run" / "model"
     student = load_model(model_dir)  # as the evaluator does
-    reward_fn = _learned_reward(model_dir, student)
+    reward_fn = learned_reward_of(model_dir, student)
     batch = student.collate(toy_data.prompts[:5], toy_data.targets[:5])
     # by hand: the teacher's view, tanh(h down up E^T), and R from its definition
     teacher, state = saved_teacher(), torch.load(model_dir / "moment_adversary.pt", weights_only=True)

@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 
 from tests.conftest import tiny_model
-from xkdbench.cli import _learned_reward
 from xkdbench.config import ConfigError, SamplingConfig, TrainingConfig
 from xkdbench.core.context import TrainContext
 from xkdbench.core.data import StepLoader
@@ -23,6 +22,7 @@ from xkdbench.methods import METHODS, method_config
 from xkdbench.methods.pbkd import RewardModel
 from xkdbench.methods.preference import PreferenceRounds, bradley_terry_loglik, rloo_advantages, zscore
 from xkdbench.models import load_model
+from xkdbench.stages import learned_reward_of
 
 CPU = torch.device("cpu")
 
@@ -215,7 +215,7 @@ def test_online_training_is_finite_and_its_learned_reward_is_the_reward_model(tm
     assert [(r["round"], r["step"], r["pairs"]) for r in rounds] == [(0, 2, 8), (1, 4, 16)]
     model_dir = tmp_path / "model"
     student = load_model(model_dir)  # as the evaluator does
-    reward_fn = _learned_reward(model_dir, student)
+    reward_fn = learned_reward_of(model_dir, student)
     reference = RewardModel(copy.deepcopy(student.model), student.tokenizer)
     reference.load_state_dict(torch.load(model_dir / "reward_model.pt", weights_only=True))
     batch = student.collate(toy_data.prompts[:5], toy_data.targets[:5])

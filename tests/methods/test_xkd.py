@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from tests.conftest import tiny_model
-from xkdbench.cli import _learned_reward
 from xkdbench.config import ConfigError, SamplingConfig, TrainingConfig
 from xkdbench.core.context import TrainContext
 from xkdbench.core.data import StepLoader
@@ -19,6 +18,7 @@ from xkdbench.core.trainer import TrainSetup, backward_step, train
 from xkdbench.methods import METHODS, method_config
 from xkdbench.methods.xkd_reward import AVRILSettings, avril_regulariser, q_values
 from xkdbench.models import load_model
+from xkdbench.stages import learned_reward_of
 
 CPU = torch.device("cpu")
 
@@ -236,7 +236,7 @@ def test_training_reduces_the_loss_and_the_learned_reward_is_the_summed_mu(tmp_p
     model_dir = tmp_path / "model"
     assert (model_dir / "reward_head.pt").exists()
     student = load_model(model_dir)  # as the evaluator does
-    reward_fn = _learned_reward(model_dir, student)
+    reward_fn = learned_reward_of(model_dir, student)
     batch = student.collate(toy_data.prompts[:5], toy_data.targets[:5])
     head = torch.load(model_dir / "reward_head.pt", weights_only=True)
     with torch.no_grad():

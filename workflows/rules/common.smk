@@ -70,6 +70,22 @@ def threads(stage):
     return config.get("resources", {}).get(stage, {}).get("threads", 1)
 
 
+def processes(stage):
+    """Processes (torchrun ranks) a stage's training job runs as: config resources.<stage>.processes."""
+    return config.get("resources", {}).get(stage, {}).get("processes", 1)
+
+
+def launcher(stage):
+    """The command that starts a stage's job: `xkdbench`, or torchrun with one rank per process."""
+    n = processes(stage)
+    return "xkdbench" if n == 1 else f"torchrun --standalone --nproc_per_node {n} -m xkdbench"
+
+
+def rank_threads(stage):
+    """CPU threads of each process of a job (its `threads` shared among its processes)."""
+    return max(1, threads(stage) // processes(stage))
+
+
 def mem_mb(stage):
     return config.get("resources", {}).get(stage, {}).get("mem_mb", 2000)
 

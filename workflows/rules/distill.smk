@@ -1,6 +1,7 @@
 # One cell: task x method variant x data fraction x seed, from the shared teacher and student init.
 # Distillation and evaluation run in one job: one interpreter start per cell instead of two (a
-# start costs seconds; the default grid has hundreds of cells).
+# start costs seconds; the default grid has hundreds of cells). With resources.student.processes: N
+# the job runs under torchrun as N ranks (each a share of every batch; rank 0 writes and evaluates).
 
 
 def distill_inputs(wildcards):
@@ -34,6 +35,8 @@ rule distill:
         teacher_outputs=teacher_outputs_flag,
         teacher_cache=teacher_cache_flag,
         out=f"{RESULTS}/cells/{{task}}/{{method}}/f{{fraction}}/seed{{seed}}",
+        launch=launcher("student"),
+        rank_threads=rank_threads("student"),
     log:
         f"{RESULTS}/logs/distill/{{task}}/{{method}}/f{{fraction}}/seed{{seed}}.log",
     threads: threads("student")
@@ -42,7 +45,7 @@ rule distill:
         mem_mb=mem_mb("student"),
         runtime=runtime("student"),
     shell:
-        "xkdbench distill --config {CFG} --task {wildcards.task} --method {wildcards.method} "
+        "{params.launch} distill --config {CFG} --task {wildcards.task} --method {wildcards.method} "
         "--fraction {wildcards.fraction} --seed {wildcards.seed} --data {params.data} "
         "--teacher {params.teacher} --student {params.student} {params.teacher_outputs} {params.teacher_cache} "
-        "--threads {threads} --out {params.out} --evaluate > {log} 2>&1"
+        "--threads {params.rank_threads} --out {params.out} --evaluate > {log} 2>&1"

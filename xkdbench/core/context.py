@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from xkdbench.config import SamplingConfig
+from xkdbench.core import distributed
 from xkdbench.core.runtime import stream_seed, torch_stream
 from xkdbench.models.batch import Batch
 from xkdbench.models.seq2seq import Seq2SeqLM
@@ -59,7 +60,7 @@ class TrainContext:
         self.use_bf16 = use_bf16
         self.seed, self.stream = seed, stream
         # Decisions a method draws per step (e.g. GKD's on-policy coin) come from this generator,
-        # seeded from the run seed, so every process of a distributed run takes the same branch.
+        # seeded from the run seed alone, so every process of a distributed run takes the same branch.
         self.rng = random.Random(stream_seed(seed, "decisions", stream))
         self.sampling_calls = 0  # saved in checkpoints: a resumed run continues the sampling stream
         self.teacher_forward_sequences = torch.zeros((), dtype=torch.long)
@@ -73,7 +74,9 @@ class TrainContext:
     def sampling_stream(self):
         """The block draws the next on-policy sample of the run (see the module docstring)."""
         self.sampling_calls += 1
-        return self.random_stream(f"sampling/{self.sampling_calls}")
+        # every rank of a distributed run draws its own samples (rank 0 the single process's)
+        rank = distributed.rank()
+        return self.random_stream(f"sampling/{self.sampling_calls}" + (f"/rank{rank}" if rank else ""))
 
     def autocast(self):
         """bf16 autocast on CUDA when asked for; full fp32 elsewhere (fp16 is unusable on CPU)."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from xkdbench.core.context import TrainExamples
+from xkdbench.core.distributed import shard
 from xkdbench.models.seq2seq import Seq2SeqLM
 
 
@@ -37,7 +38,7 @@ class TrainData:
 
 
 class StepLoader:
-    """Serves the micro-batches of optimiser step `step`: batch_size x grad_accum examples."""
+    """Serves the micro-batches of optimiser step `step`: batch_size x grad_accum examples (over all ranks)."""
 
     def __init__(self, data: TrainData, model: Seq2SeqLM, *, batch_size: int, grad_accum: int, seed: int):
         self.data, self.model = data, model
@@ -60,7 +61,8 @@ class StepLoader:
         indices = self._indices(step * per_step, per_step)
         micro = []
         for k in range(self.grad_accum):
-            chunk = indices[k * self.batch_size:(k + 1) * self.batch_size]
+            # in a distributed run this rank's equal share of the micro-batch (see xkdbench.core.distributed)
+            chunk = shard(indices[k * self.batch_size:(k + 1) * self.batch_size])
             gold = self.model.collate([self.data.prompts[i] for i in chunk], [self.data.targets[i] for i in chunk])
             teacher = None
             if self.data.teacher_outputs is not None:

@@ -232,11 +232,17 @@ class TeacherCache:
         from what `expect` fingerprints (IDENTITY's keys; `teacher_outputs` when the run reads them) in the
         configured mode and k. Anything else raises TeacherCacheError saying what differs."""
         directory = Path(directory)
-        rebuild = "rebuild it with `xkdbench teacher-cache`"
+        rebuild = (f"rebuild it with `xkdbench teacher-cache` (in the workflow: delete {directory} and rerun "
+                   "snakemake, whose rule teacher_cache rebuilds it)")
         if not (directory / MANIFEST).is_file():
             raise TeacherCacheError(f"{where}: {directory} has no {MANIFEST} (no cache, or an interrupted build); "
                                     f"{rebuild}")
-        manifest = read_json(directory / MANIFEST)
+        try:
+            manifest = read_json(directory / MANIFEST)
+            manifest["files"], manifest["mode"], manifest["top_k"]  # noqa: B018 (present, or damaged)
+        except (ValueError, KeyError, TypeError):
+            raise TeacherCacheError(f"{where}: {directory / MANIFEST} is damaged (truncated or overwritten: not the "
+                                    f"manifest the build wrote); {rebuild}") from None
         if manifest.get("format") != FORMAT:
             raise TeacherCacheError(f"{where}: {directory} is in format {manifest.get('format')!r}, this version "
                                     f"reads {FORMAT}; {rebuild}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -21,10 +22,12 @@ from typing import Any
 import torch
 
 from xkdbench.config import SamplingConfig, TrainingConfig
+from xkdbench.core import distributed
 from xkdbench.core.context import TrainContext
 from xkdbench.core.data import StepLoader, TrainData
 from xkdbench.core.runtime import rng_state, seed_everything, set_rng_state, use_bf16
 from xkdbench.core.teacher_cache import TeacherCache
+from xkdbench.errors import ConfigError, NonFiniteLossError
 from xkdbench.io import atomic_path, write_json, write_jsonl
 from xkdbench.methods.base import Method
 from xkdbench.methods.common import token_nll
@@ -68,11 +71,12 @@ def lr_factor(step: int, cfg: TrainingConfig) -> float:
 def backward_step(method: Method, micro: list[Batch]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Accumulate the gradient of one optimiser step over its micro-batches.
 
-    Each micro-batch's masked token sum is divided by the target-token count of the WHOLE step, so the
-    gradient is the token mean over the step however it is split. Returns that count and the detached
-    token sums of each loss term (for logging, without a host sync here).
+    Each micro-batch's masked token sum is divided by the target-token count of the WHOLE step (on all
+    ranks of a distributed run), so the gradient is the token mean over the step however it is split.
+    Returns that count and the detached token sums of each loss term on this rank (for logging, without
+    a host sync here).
     """
-    step_tokens = sum(b.target_mask.sum() for b in micro).clamp(min=1)  # global token count
+    step_tokens = distributed.sum_over_ranks(sum(b.target_mask.sum() for b in micro)).clamp(min=1)
     term_totals: dict[str, torch.Tensor] = {}
     for batch in micro:
         terms = method.loss(batch)  # name -> (B, T)
@@ -82,6 +86,27 @@ def backward_step(method: Method, micro: list[Batch]) -> tuple[torch.Tensor, dic
         for name, value in masked.items():
             term_totals[name] = term_totals.get(name, 0) + value.detach()
     return step_tokens, term_totals
+
+
+def check_finite(step: int, names: list[str], totals: torch.Tensor, grad_norm: torch.Tensor) -> None:
+    """Stop at the first step whose loss terms or gradient norm are not finite, naming the culprit.
+
+    One host sync per step: the price of never applying (or checkpointing) a NaN update."""
+    values = torch.cat([totals.float(), grad_norm.float().reshape(1).to(totals.device)])
+    if bool(torch.isfinite(values).all()):
+        return
+    for name, value in zip([*names, "gradient norm"], values.tolist(), strict=True):
+        if not math.isfinite(value):
+            what = f"loss term {name!r}" if name != "gradient norm" else "the gradient norm (every loss term finite)"
+            raise NonFiniteLossError(f"step {step}: {what} is {value}; the update was not applied and the cell "
+                                     "stopped (lower training.lr or loss settings, or check the inputs)")
+
+
+def _global_counts(ctx: TrainContext, device: torch.device) -> dict[str, int]:
+    """The run's cost counters summed over the ranks (a collective: every rank calls it together)."""
+    names = ("generated_tokens", "teacher_forward_sequences", "teacher_cache_sequences")
+    counts = distributed.sum_over_ranks(torch.stack([getattr(ctx, n).to(device) for n in names]))
+    return dict(zip(names, (int(c) for c in counts.tolist()), strict=True))
 
 
 def read_log(path: Path, *, up_to_step: int | None = None) -> list[dict]:
@@ -119,6 +144,10 @@ def train(setup: TrainSetup, out_dir: str | Path, *, stop_after: int | None = No
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = setup.training
+    ranks, main = distributed.world_size(), distributed.is_main_process()
+    if cfg.batch_size % ranks:
+        raise ConfigError(f"training.batch_size: {cfg.batch_size} does not split over {ranks} processes; allowed: a "
+                          f"multiple of {ranks} (each process takes an equal share of every micro-batch)")
     seed_everything(setup.seed)
     student, teacher = setup.student, setup.teacher
     student.model.to(setup.device)
@@ -137,6 +166,7 @@ def train(setup: TrainSetup, out_dir: str | Path, *, stop_after: int | None = No
     modules = {"student": student.model, **method.trainable_modules()}
     for module in modules.values():  # eval mode = dropout off; gradients flow the same
         module.to(setup.device).train(not cfg.disable_dropout)
+    distributed.broadcast_parameters(list(modules.values()))
     params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
@@ -146,6 +176,7 @@ def train(setup: TrainSetup, out_dir: str | Path, *, stop_after: int | None = No
     start_step, elapsed, tokens = 0, 0.0, torch.zeros((), dtype=torch.long, device=setup.device)
     log_path = out_dir / LOG
     if (out_dir / CHECKPOINT).is_dir():
+        distributed.barrier()  # the directory is read by every rank: none may still be writing it
         state = torch.load(out_dir / CHECKPOINT / "trainer_state.pt", weights_only=False)
         saved_student = type(student.model).from_pretrained(out_dir / CHECKPOINT / FINAL)
         student.model.load_state_dict(saved_student.state_dict())
@@ -157,18 +188,28 @@ def train(setup: TrainSetup, out_dir: str | Path, *, stop_after: int | None = No
         method.load_state_dict(state["method"])
         ctx.rng.setstate(state["ctx_rng"])
         ctx.sampling_calls = state["sampling_calls"]
-        ctx.teacher_forward_sequences += state["teacher_forward_sequences"]
-        ctx.teacher_cache_sequences += state.get("teacher_cache_sequences", 0)
-        ctx.generated_tokens += state["generated_tokens"]
+        if main:  # the saved counters are sums over the ranks: counted once
+            ctx.teacher_forward_sequences += state["teacher_forward_sequences"]
+            ctx.teacher_cache_sequences += state.get("teacher_cache_sequences", 0)
+            ctx.generated_tokens += state["generated_tokens"]
         tokens += state["tokens"].to(setup.device)
-        set_rng_state(state["rng"])
+        rank_states = state.get("rng_ranks", [state["rng"]])
+        if len(rank_states) != ranks:
+            raise ConfigError(f"{out_dir / CHECKPOINT}: written by {len(rank_states)} process(es); resume it with "
+                              f"the same number, or delete it to start over with {ranks}")
+        set_rng_state(rank_states[distributed.rank()])
         start_step, elapsed = state["step"], state["elapsed"]
-        # drop log lines written after the checkpoint: they will be written again
-        write_jsonl(log_path, read_log(log_path, up_to_step=start_step))
-    elif log_path.exists():
+        if main:  # drop log lines written after the checkpoint: they will be written again
+            write_jsonl(log_path, read_log(log_path, up_to_step=start_step))
+    elif log_path.exists() and main:
         log_path.unlink()
 
     def save_checkpoint(step: int) -> None:
+        counts = _global_counts(ctx, setup.device)  # collectives first, on every rank
+        rank_states = distributed.gather_objects(rng_state())
+        if not main:
+            distributed.barrier()
+            return
         with atomic_path(out_dir / CHECKPOINT) as tmp:
             tmp.mkdir()
             student.model.save_pretrained(tmp / FINAL)  # a Hugging Face directory, loadable as is
@@ -177,32 +218,35 @@ def train(setup: TrainSetup, out_dir: str | Path, *, stop_after: int | None = No
                 "modules": {n: m.state_dict() for n, m in modules.items() if n != "student"},
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "method": method.state_dict(), "ctx_rng": ctx.rng.getstate(),
-                "sampling_calls": ctx.sampling_calls, "rng": rng_state(),
-                "tokens": tokens.clone(), "teacher_forward_sequences": ctx.teacher_forward_sequences.clone(),
-                "teacher_cache_sequences": ctx.teacher_cache_sequences.clone(),
-                "generated_tokens": ctx.generated_tokens.clone(),
+                "sampling_calls": ctx.sampling_calls, "rng": rank_states[0],
+                **({"rng_ranks": rank_states} if ranks > 1 else {}),
+                "tokens": tokens.clone(),
+                **{name: torch.tensor(value) for name, value in counts.items()},
             }, tmp / "trainer_state.pt")
+        distributed.barrier()
 
     t0 = time.perf_counter()
     end_step = cfg.steps if stop_after is None else min(cfg.steps, start_step + stop_after)
-    with open(log_path, "a", encoding="utf-8") as log:
+    with open(log_path if main else os.devnull, "a", encoding="utf-8") as log:  # rank 0 writes the log
         for step in range(start_step, end_step):
             micro = [method.sequences(examples.to(setup.device), step) for examples in loader.step_examples(step)]
             optimizer.zero_grad(set_to_none=True)
             step_tokens, term_totals = backward_step(method, micro)
+            distributed.sum_gradients(params)
+            names = list(term_totals)
+            totals = distributed.sum_over_ranks(torch.stack([term_totals[n].float() for n in names]))
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            check_finite(step + 1, names, totals, grad_norm)
             optimizer.step()
             scheduler.step()
             tokens += step_tokens
             done = step + 1
             validate_now = bool(cfg.validate_every and setup.validation is not None and done % cfg.validate_every == 0)
             if done % cfg.log_every == 0 or done == cfg.steps or validate_now:
-                record = {"step": done, "loss": float(sum(term_totals.values()) / step_tokens)}
-                record.update({name: float(v / step_tokens) for name, v in term_totals.items()})
+                record = {"step": done, "loss": float(sum(totals.unbind()) / step_tokens)}
+                record.update({name: float(v / step_tokens) for name, v in zip(names, totals, strict=True)})
                 record.update({"lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
-                               "tokens": int(tokens), "generated_tokens": int(ctx.generated_tokens),
-                               "teacher_forward_sequences": int(ctx.teacher_forward_sequences),
-                               "teacher_cache_sequences": int(ctx.teacher_cache_sequences),
+                               "tokens": int(tokens), **_global_counts(ctx, setup.device),
                                "seconds": round(elapsed + time.perf_counter() - t0, 3)})
                 if validate_now:
                     record["validation_nll"] = validation_nll(student, setup.validation, batch_size=4 * cfg.batch_size,
@@ -216,16 +260,16 @@ def train(setup: TrainSetup, out_dir: str | Path, *, stop_after: int | None = No
     if end_step < cfg.steps:
         return {"stopped_at": end_step}
     seconds = elapsed + time.perf_counter() - t0
-    extra = {name: m for name, m in modules.items() if name != "student"}
-    student.save(out_dir / FINAL, extra_modules=extra,
-                 method={"method": setup.method_cls.key, "settings": dataclasses.asdict(setup.method_config)})
     summary = {
-        "steps": cfg.steps, "seconds": round(seconds, 3), "tokens": int(tokens),
-        "generated_tokens": int(ctx.generated_tokens),
-        "teacher_forward_sequences": int(ctx.teacher_forward_sequences),
-        "teacher_cache_sequences": int(ctx.teacher_cache_sequences),
+        "steps": cfg.steps, "seconds": round(seconds, 3), "tokens": int(tokens), **_global_counts(ctx, setup.device),
         "examples": len(setup.data), "student_parameters": student.num_parameters(),
+        **({"processes": ranks} if ranks > 1 else {}),
     }
-    write_json(out_dir / SUMMARY, summary)
-    shutil.rmtree(out_dir / CHECKPOINT, ignore_errors=True)  # the final model supersedes it
+    if main:
+        extra = {name: m for name, m in modules.items() if name != "student"}
+        student.save(out_dir / FINAL, extra_modules=extra,
+                     method={"method": setup.method_cls.key, "settings": dataclasses.asdict(setup.method_config)})
+        write_json(out_dir / SUMMARY, summary)
+        shutil.rmtree(out_dir / CHECKPOINT, ignore_errors=True)  # the final model supersedes it
+    distributed.barrier()
     return summary

@@ -206,7 +206,7 @@ class PbKD(Method):
         preferred, rejected = self.rounds.batches(self.ctx)
         with torch.no_grad(), eval_mode(self.reward_model):
             loglik = float(bradley_terry_loglik(self.reward(preferred), self.reward(rejected)).mean())
-        fitted = RewardModel(copy.deepcopy(self.reward_model.trunk), self.ctx.student.tokenizer)
+        fitted = RewardModel(copy.deepcopy(self.reward_model.trunk), self.ctx.student.tokenizer).to(self.ctx.device)
         fitted.load_state_dict(self._initial_reward if self.config.ml_fit_start == "initial"
                                else self.reward_model.state_dict())
         with eval_mode(fitted), self.ctx.autocast():
