@@ -98,7 +98,14 @@ def cmd_distill(args) -> None:
     summary = stages.distill(args.config, task=args.task, method=args.method, fraction=args.fraction, seed=args.seed,
                              data=args.data, teacher=args.teacher, student=args.student,
                              teacher_outputs=args.teacher_outputs, teacher_cache=args.teacher_cache, out=args.out,
-                             threads=args.threads, evaluate=args.evaluate)
+                             threads=args.threads, evaluate=args.evaluate,
+                             record_divergence=args.record_divergence)
+    if summary.get("status") == stages.DIVERGED:
+        if is_main_process():
+            print(f"distill: {args.task} {args.method} f{args.fraction:g} seed{args.seed} DIVERGED: {summary['error']} "
+                  f"(recorded in {Path(args.out) / 'train_summary.json'}; the report lists the cell as diverged)",
+                  file=sys.stderr)
+        return
     if is_main_process():
         _print_training(args.command, summary)
         if "eval" in summary:
@@ -157,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
             "evaluate": (["--evaluate"], dict(action="store_true", help="then evaluate the distilled student "
                                               "into OUT/eval (sampling only at evaluation.sampled_fractions)")),
             "json": (["--json"], dict(action="store_true", help="print the plan as JSON")),
+            "record_divergence": (["--record-divergence"], dict(action="store_true", help="a loss that turns "
+                                  "non-finite ends the cell as 'diverged' (recorded, exit status 0) instead of an error")),
         }
         for option in options:
             flags, kwargs = specs[option]
@@ -179,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
         "config", "task", "data", "tokenizer", "seed", "out", "threads")
     add("distill", cmd_distill, "distil one cell (task x method x fraction x seed)",
         "config", "task", "method", "fraction", "seed", "data", "teacher", "student", "teacher_outputs",
-        "teacher_cache", "out", "threads", "evaluate")
+        "teacher_cache", "out", "threads", "evaluate", "record_divergence")
     add("evaluate", cmd_evaluate, "evaluate a checkpoint: greedy + sampled outputs, metrics.json",
         "config", "task", "data", "checkpoint", "teacher_optional", "seed", "out", "threads")
     add("lm-eval", cmd_lm_eval, "export the task for lm-eval and score a checkpoint with lm_eval.simple_evaluate",

@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from xkdbench.config import ConfigError, ExperimentConfig, check_range, load_config, mixed_families, to_dict
+from xkdbench.errors import NonFiniteLossError
 from xkdbench.io import provenance, read_jsonl, write_json, write_jsonl
 from xkdbench.registry import UnknownNameError
 
 PathLike = str | Path
+DIVERGED = "diverged"  # the status of a cell whose loss turned non-finite (see distill)
 
 
 # -- shared helpers -----------------------------------------------------------------------------
@@ -286,10 +288,17 @@ def _open_teacher_cache(cfg: ExperimentConfig, entry, path: PathLike | None, *, 
 
 def distill(config, *, task: str, method: str, data: PathLike, teacher: PathLike, student: PathLike,
             out: PathLike, fraction: float = 1.0, seed: int = 0, teacher_outputs: PathLike | None = None,
-            teacher_cache: PathLike | None = None, threads: int | None = None, evaluate: bool = False) -> dict:
+            teacher_cache: PathLike | None = None, threads: int | None = None, evaluate: bool = False,
+            record_divergence: bool = False) -> dict:
     """Distil one cell (task x method variant x fraction x seed) into out/model; returns the training
     summary. evaluate=True then evaluates the student into out/eval in the same process (sampling only
-    at evaluation.sampled_fractions). Under torchrun every rank trains its shard and rank 0 writes."""
+    at evaluation.sampled_fractions). Under torchrun every rank trains its shard and rank 0 writes.
+
+    A loss or gradient that turns non-finite stops training (NonFiniteLossError, naming the step and the
+    loss term). record_divergence=True (the workflow's setting) records that as the cell's outcome instead:
+    train_summary.json and eval/metrics.json then hold {"status": "diverged", "error": ...} and no
+    numbers, and the report lists the cell as diverged, not as a score. The same inputs diverge again
+    on a rerun (training is deterministic), so the outcome is a result of the method and its settings."""
     from transformers import AutoConfig
 
     from xkdbench.core.distributed import barrier, is_main_process
@@ -322,10 +331,22 @@ def distill(config, *, task: str, method: str, data: PathLike, teacher: PathLike
     arguments = {"config": config_path, "task": task, "method": method, "fraction": fraction, "seed": seed,
                  "data": data, "teacher": teacher, "student": student, "teacher_outputs": teacher_outputs,
                  "teacher_cache": teacher_cache, "out": out, "threads": threads, "evaluate": evaluate}
-    summary = _train("distill", cfg, arguments, task_name=task, data=data, out=out, seed=seed, threads=threads,
-                     section="distill", method_key=entry.method, settings=entry.settings, student=student_model,
-                     split="train", fraction=fraction, teacher=teacher_model, teacher_outputs=outputs,
-                     stream=entry.stream, teacher_cache=cache)
+    try:
+        summary = _train("distill", cfg, arguments, task_name=task, data=data, out=out, seed=seed, threads=threads,
+                         section="distill", method_key=entry.method, settings=entry.settings, student=student_model,
+                         split="train", fraction=fraction, teacher=teacher_model, teacher_outputs=outputs,
+                         stream=entry.stream, teacher_cache=cache)
+    except NonFiniteLossError as error:  # every rank sees the same summed loss, so all of them stop here
+        if not record_divergence:
+            raise
+        outcome = {"status": DIVERGED, "error": str(error), "task": task, "method": method, "fraction": fraction,
+                   "seed": seed}
+        if is_main_process():
+            if evaluate:  # written first: train_summary.json is the rule's first output
+                write_json(Path(out) / "eval" / "metrics.json", outcome)
+            write_json(Path(out) / "train_summary.json", outcome)
+        barrier()
+        return outcome
     summary["method"] = method
     if evaluate and is_main_process():  # in the same process: a cell is one job (one interpreter start)
         sampled = cfg.evaluation.sampled_fractions

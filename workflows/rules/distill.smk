@@ -48,4 +48,4 @@ rule distill:
         "{params.launch} distill --config {CFG} --task {wildcards.task} --method {wildcards.method} "
         "--fraction {wildcards.fraction} --seed {wildcards.seed} --data {params.data} "
         "--teacher {params.teacher} --student {params.student} {params.teacher_outputs} {params.teacher_cache} "
-        "--threads {params.rank_threads} --out {params.out} --evaluate > {log} 2>&1"
+        "--threads {params.rank_threads} --out {params.out} --evaluate --record-divergence > {log} 2>&1"
