@@ -118,9 +118,22 @@ def _print_evaluation(task: str, metrics: dict, out) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    metrics = stages.evaluate_checkpoint(args.config, task=args.task, data=args.data, checkpoint=args.checkpoint,
-                                         out=args.out, seed=args.seed, teacher=args.teacher, threads=args.threads)
+    if args.method is not None:  # the cell of an external method: its rule's outputs, checked, then evaluated
+        metrics = stages.evaluate_external(args.config, task=args.task, method=args.method, fraction=args.fraction,
+                                           data=args.data, checkpoint=args.checkpoint, out=args.out, seed=args.seed,
+                                           threads=args.threads)
+    else:
+        metrics = stages.evaluate_checkpoint(args.config, task=args.task, data=args.data, checkpoint=args.checkpoint,
+                                             out=args.out, seed=args.seed, teacher=args.teacher, threads=args.threads)
     _print_evaluation(args.task, metrics, args.out)
+
+
+def cmd_cell_inputs(args) -> None:
+    cell = stages.cell_inputs(args.config, task=args.task, method=args.method, fraction=args.fraction, seed=args.seed,
+                              data=args.data, tokenizer=args.tokenizer, teacher=args.teacher, student=args.student,
+                              teacher_outputs=args.teacher_outputs, out=args.out)
+    print(f"cell-inputs: {args.task} {args.method} f{args.fraction:g} seed{args.seed}: {cell['examples']} examples, "
+          f"{len(cell['settings'])} settings for rule {cell['rule']} -> {Path(args.out) / 'cell.json'}")
 
 
 def cmd_lm_eval(args) -> None:
@@ -152,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "diagnostic on teacher samples (methods that learn a reward)")),
             "student": (["--student"], dict(required=True, help="initial student checkpoint directory")),
             "method": (["--method"], dict(required=True, help="method variant name from the config's methods")),
+            "method_external": (["--method"], dict(default=None, help="the external method variant whose cell "
+                                "CHECKPOINT is: its rule's outputs are checked against the rule contract first, "
+                                "and samples drawn only at evaluation.sampled_fractions (give --fraction)")),
             "fraction": (["--fraction"], dict(type=float, default=1.0, help="share of the distillation pool (0, 1]")),
             "teacher_outputs": (["--teacher-outputs"], dict(default=None, help="cached teacher outputs (JSONL)")),
             "teacher_cache": (["--teacher-cache"], dict(default=None, help="the task's teacher cache directory "
@@ -190,7 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
         "config", "task", "method", "fraction", "seed", "data", "teacher", "student", "teacher_outputs",
         "teacher_cache", "out", "threads", "evaluate", "record_divergence")
     add("evaluate", cmd_evaluate, "evaluate a checkpoint: greedy + sampled outputs, metrics.json",
-        "config", "task", "data", "checkpoint", "teacher_optional", "seed", "out", "threads")
+        "config", "task", "data", "checkpoint", "teacher_optional", "seed", "out", "threads", "method_external",
+        "fraction")
+    add("cell-inputs", cmd_cell_inputs, "write what an external method's rule trains one cell from: cell.json "
+        "(paths, settings, budget), train.jsonl (the cell's examples), order.json (their order per step)",
+        "config", "task", "method", "fraction", "seed", "data", "tokenizer", "teacher", "student", "teacher_outputs",
+        "out")
     add("lm-eval", cmd_lm_eval, "export the task for lm-eval and score a checkpoint with lm_eval.simple_evaluate",
         "config", "task", "data", "checkpoint", "out", "threads")
     add("report", cmd_report, "aggregate a study's results into tables and figures", "config", "results", "out")

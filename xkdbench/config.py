@@ -18,7 +18,7 @@ from xkdbench.errors import ConfigError
 from xkdbench.models.build import ModelSpec
 from xkdbench.validation import _coerce, check_choice, check_range, from_dict
 
-__all__ = ["ConfigError", "ExperimentConfig", "check_choice", "check_range", "from_dict", "load_config",
+__all__ = ["EXTERNAL", "ConfigError", "ExperimentConfig", "check_choice", "check_range", "from_dict", "load_config",
            "register_study_check"]
 
 # Checks of a whole study that need a higher layer (the task generators, the method registry, the
@@ -208,7 +208,9 @@ def mixed_families(where: str, teacher: str, student: str) -> str:
             "families is not supported (their prompt formats differ); use one family for both")
 
 
-ENTRY_KEYS = ("name", "method", "tasks", "fractions", "stream")  # a method entry's keys beside its settings
+ENTRY_KEYS = ("name", "method", "tasks", "fractions", "stream", "rule")  # a method entry's keys beside its settings
+# `method: external`: a Snakemake rule, named by the entry's `rule`, trains the variant (xkdbench.external)
+EXTERNAL = "external"
 
 
 @dataclass
@@ -221,6 +223,8 @@ class MethodEntry:
     `stream` (default 0) offsets the variant's random streams (on-policy sampling, per-step decisions,
     its modules' initialisation; not the data order or the student initialisation, which every
     variant of a seed shares). Two entries that differ only in `stream` are an A/A control.
+    `method: external` with `rule: <name>`: the variant is trained by that Snakemake rule, whose declaration
+    says which settings the entry may give (xkdbench.external; README "Adding a method").
     """
 
     name: str
@@ -229,6 +233,7 @@ class MethodEntry:
     tasks: list[str] | None = None  # None: every task of the study
     fractions: list[float] | None = None  # None: every fraction of the study
     stream: int = 0
+    rule: str | None = None  # the Snakemake rule of an external variant (method: external)
 
     @classmethod
     def from_config(cls, data: Any, where: str) -> MethodEntry:
@@ -246,9 +251,22 @@ class MethodEntry:
                                   "everywhere")
         stream = _coerce(data.get("stream", 0), int, f"{where}.stream")
         check_range(f"{where}.stream", stream, 0)
+        rule = data.get("rule")
+        if data["method"] == EXTERNAL:
+            if not isinstance(rule, str) or not rule.isidentifier():
+                raise ConfigError(f"{where}.rule: required for method: external (the name of the Snakemake rule "
+                                  f"that trains the variant), got {rule!r}")
+        elif "rule" in data:
+            raise ConfigError(f"{where}.rule: only an external method (method: external) names a rule; "
+                              f"{data['method']!r} is trained by the suite")
         settings = {k: v for k, v in data.items() if k not in ENTRY_KEYS}
         return cls(name=data["name"], method=data["method"], settings=settings, tasks=tasks, fractions=fractions,
-                   stream=stream)
+                   stream=stream, rule=rule)
+
+    @property
+    def external(self) -> bool:
+        """Whether a Snakemake rule of its own trains the variant (method: external)."""
+        return self.method == EXTERNAL
 
     @property
     def limited(self) -> bool:

@@ -57,6 +57,10 @@ def stage_settings(cfg: ExperimentConfig, stage: str, task: str, method: str | N
                     "evaluation": asdict(cfg.evaluation), **numerics}
         if variant_uses_cache(cfg, entry):  # top-k changes the loss; other cells never read the cache
             settings["teacher_cache"] = _cache_settings(cfg)
+        if entry.external:  # its rule, and its settings with the rule's declared defaults
+            from xkdbench.external import resolve_settings
+
+            settings.update(rule=entry.rule, settings=resolve_settings(entry))
         return settings
     raise ValueError(f"unknown stage {stage!r}")
 
@@ -71,5 +75,9 @@ def fingerprints(cfg: ExperimentConfig) -> dict:
     out = {stage: {task: fingerprint(stage_settings(cfg, stage, task)) for task in cfg.tasks} for stage in stages}
     out["cell"] = {task: {m.name: fingerprint(stage_settings(cfg, "cell", task, m.name)) for m in cfg.methods}
                    for task in cfg.tasks}
-    out["report"] = fingerprint(dataclasses.asdict(cfg))  # the report reads the whole study
+    study = dataclasses.asdict(cfg)
+    for entry in study["methods"]:  # an in-house entry names no rule: its hash stays what it was before rules
+        if entry.get("rule") is None:
+            entry.pop("rule", None)
+    out["report"] = fingerprint(study)  # the report reads the whole study
     return out

@@ -21,7 +21,7 @@ from typing import Any
 
 from xkdbench.config import ConfigError, ExperimentConfig, check_range, load_config, mixed_families, to_dict
 from xkdbench.errors import NonFiniteLossError
-from xkdbench.io import provenance, read_jsonl, write_json, write_jsonl
+from xkdbench.io import provenance, read_jsonl, write_json, write_jsonl, write_text
 from xkdbench.registry import UnknownNameError
 
 PathLike = str | Path
@@ -167,6 +167,13 @@ def check(config) -> dict:
         load_task(cfg, name)
     plan = {}
     for entry in cfg.methods:
+        if entry.external:  # trained by its own Snakemake rule (xkdbench.external)
+            from xkdbench.external import uses_teacher_outputs
+
+            plan[entry.name] = {"method": entry.method, "rule": entry.rule, "needs_teacher": True,
+                                "uses_teacher_outputs": uses_teacher_outputs(entry), "learns_reward": False,
+                                "teacher_cache": False}
+            continue
         cls, settings = METHODS.get(entry.method), method_config(entry.method, entry.settings)
         plan[entry.name] = {"method": entry.method, "needs_teacher": cls.needs_teacher(settings),
                             "uses_teacher_outputs": cls.uses_teacher_outputs(settings),
@@ -307,6 +314,9 @@ def distill(config, *, task: str, method: str, data: PathLike, teacher: PathLike
 
     cfg, config_path = _config(config)
     entry = cfg.method(method)
+    if entry.external:
+        raise ConfigError(f"--method: {method!r} is an external method, trained by the Snakemake rule "
+                          f"{entry.rule!r}; run the workflow, or `cell-inputs` and that rule (README, \"Adding a method\")")
     check_range("--fraction", fraction, 0, 1, low_open=True)
     cls = METHODS.get(entry.method)
     settings = method_config(entry.method, entry.settings)
@@ -431,6 +441,72 @@ def _reward_diagnostic(cfg, task_name, task, examples, model, reward_fn, records
     return reward_oracle_correlation(model, reward_fn, task, examples, outputs,
                                      max_prompt_tokens=task_cfg.max_prompt_tokens,
                                      max_target_tokens=task_cfg.max_target_tokens)
+
+
+def cell_inputs(config, *, task: str, method: str, data: PathLike, tokenizer: PathLike, teacher: PathLike,
+                student: PathLike, out: PathLike, fraction: float = 1.0, seed: int = 0,
+                teacher_outputs: PathLike | None = None) -> dict:
+    """What the rule of an external variant trains one cell from (the rule contract, xkdbench.external):
+    out/train.jsonl, the cell's training examples (the same an in-house cell of this fraction trains on:
+    prompt, target, and teacher_output when the rule declares it), out/order.json, the suite's example
+    indices of every optimiser step, and out/cell.json (written last), the paths, the entry's settings with
+    the declared defaults, the distillation budget, sampling and token limits. Returns cell.json's content."""
+    from transformers import AutoConfig
+
+    from xkdbench.core.data import StepLoader
+    from xkdbench.external import resolve_settings, uses_teacher_outputs
+
+    cfg, config_path = _config(config)
+    entry = cfg.method(method)
+    if not entry.external:
+        raise ConfigError(f"--method: {method!r} is trained by the suite (method {entry.method!r}); cell-inputs "
+                          "writes the inputs of an external method's rule")
+    check_range("--fraction", fraction, 0, 1, low_open=True)
+    task_cfg = cfg.task(task)
+    paths = {"data": data, "tokenizer": tokenizer, "teacher": teacher, "student": student}
+    paths = {name: str(_existing(path, f"--{name}")) for name, path in paths.items()}
+    _, prompts, targets = split_texts(load_task(cfg, task, data), "train", fraction)
+    rows = [{"prompt": p, "target": t} for p, t in zip(prompts, targets, strict=True)]
+    if uses_teacher_outputs(entry):
+        for row, output in zip(rows, cached_teacher_outputs(teacher_outputs, prompts), strict=True):
+            row["teacher_output"] = output
+        paths["teacher_outputs"] = str(teacher_outputs)
+    training = cfg.training("distill", task)
+    loader = StepLoader(rows, None, batch_size=training.batch_size, grad_accum=training.grad_accum, seed=seed)
+    out = Path(out)
+    paths.update(examples=str(out / "train.jsonl"), order=str(out / "order.json"), config=config_path)
+    write_jsonl(out / "train.jsonl", rows)
+    write_text(out / "order.json", json.dumps([loader.step_indices(step) for step in range(training.steps)]) + "\n")
+    family = "t5" if AutoConfig.from_pretrained(paths["student"]).is_encoder_decoder else "llama"
+    cell = {"rule": entry.rule, "task": task, "method": method, "fraction": fraction, "seed": seed,
+            "stream": entry.stream, "settings": resolve_settings(entry), "paths": paths, "examples": len(rows),
+            "family": family, "training": dataclasses.asdict(training), "sampling": dataclasses.asdict(cfg.sampling),
+            "max_prompt_tokens": task_cfg.max_prompt_tokens, "max_target_tokens": task_cfg.max_target_tokens,
+            "device": cfg.device, "precision": cfg.precision}
+    write_json(out / "cell.json", cell)
+    return cell
+
+
+def evaluate_external(config, *, task: str, method: str, data: PathLike, checkpoint: PathLike, out: PathLike,
+                      fraction: float = 1.0, seed: int = 0, threads: int | None = None) -> dict:
+    """Evaluate the model an external variant's rule wrote for one cell exactly as a distill job evaluates
+    its student (sampled outputs only at evaluation.sampled_fractions), after checking the rule's outputs
+    against the contract (xkdbench.external.check_outputs): `checkpoint` loads as a model of the student's
+    family and vocabulary, and the train_summary.json beside it has the budget's steps and the seconds."""
+    from xkdbench.external import check_outputs
+
+    cfg, _ = _config(config)
+    entry = cfg.method(method)
+    if not entry.external:
+        raise ConfigError(f"--method: {method!r} is trained by the suite (method {entry.method!r}) and evaluated by "
+                          "its distill job; --method is for the cells of an external method")
+    check_range("--fraction", fraction, 0, 1, low_open=True)
+    checkpoint = Path(checkpoint)
+    check_outputs(checkpoint, entry, cfg.training("distill", task).steps)
+    sampled = cfg.evaluation.sampled_fractions
+    with_samples = sampled is None or any(abs(fraction - f) < 1e-9 for f in sampled)
+    return evaluate_checkpoint(cfg, task=task, data=data, checkpoint=checkpoint, out=out, seed=seed, threads=threads,
+                               with_samples=with_samples)
 
 
 def lm_eval(config, *, task: str, data: PathLike, checkpoint: PathLike, out: PathLike,

@@ -56,13 +56,26 @@ def test_smoke_study_end_to_end_and_interrupted_rerun(tmp_path):
     figures = work / "paper_figures" / "smoke"
     tidy = pd.read_csv(figures / "all_cells.csv")
     distilled = tidy[(tidy.role == "distilled") & (tidy.decoding == "greedy")]
-    assert len(distilled) == 3 * 4 * 2 + 2  # tasks x methods x fractions (one seed), plus two one-cell variants
+    # tasks x methods x fractions (one seed), plus two one-cell variants, plus gkd and trl_gkd at fraction 1
+    assert len(distilled) == 3 * 4 * 2 + 2 + 3 * 2
     assert set(distilled.task) == {"summarization", "translation", "reasoning"}
     limited = distilled[distilled.method == "gkd_rkl_on"]
     assert list(zip(limited.task, limited.fraction, strict=True)) == [("reasoning", 1.0)]
+    # the external method (TRL's GKDTrainer, a Snakemake rule) beside the suite's gkd, in every table
+    external = distilled[distilled.method == "trl_gkd"]
+    assert list(external.method_key) == ["external"] * 3 and set(external.fraction) == {1.0}
+    assert (external.train_steps == 6).all() and (external.generated_tokens > 0).all()
+    assert (external.teacher_forward_sequences == 6 * 8).all() and (external.train_seconds > 0).all()
+    assert set(distilled[distilled.method == "gkd"].task) == set(external.task)
+    cost = pd.read_csv(figures / "cost.csv")
+    assert set(cost.method) >= {"gkd", "trl_gkd"}
+    main = pd.read_csv(figures / "main_table.csv")
+    assert set(main.loc[main.model == "trl_gkd", "task"]) == {"summarization", "translation", "reasoning"}
     claims = pd.read_csv(figures / "claims.csv")
-    assert len(claims) == 3 + 1 + 1 and set(claims.verdict) <= {"reproduced", "not reproduced (B better)",
-                                                                "inconclusive"}
+    assert len(claims) == 3 + 1 + 1 + 3 and set(claims.verdict) <= {"reproduced", "not reproduced (B better)",
+                                                                    "inconclusive"}
+    paired = claims[claims.method_a == "trl_gkd"]
+    assert list(paired.method_b) == ["gkd"] * 3 and (paired.n_inputs == 16).all()
     control = claims[claims.control]  # one seed: the interval covers the inputs only and decides nothing
     assert list(control.verdict) == ["inconclusive"] and "A/A control" in control.claim.iloc[0]
     assert (claims.interval_covers == "inputs only (1 seed)").all()
@@ -94,7 +107,8 @@ def test_smoke_study_end_to_end_and_interrupted_rerun(tmp_path):
     config.write_text(config.read_text().replace("distill: {steps: 6,", "distill: {steps: 5,"))
     out = subprocess.run(cmd + ["-n"], cwd=work, env=OFFLINE, capture_output=True, text=True)
     rules = set(re.findall(r"^(?:local)?rule (\w+):$", out.stdout, flags=re.MULTILINE))
-    assert out.returncode == 0 and rules == {"distill", "report", "all"}, out.stdout[-3000:]
+    external = {"cell_inputs", "trl_gkd", "evaluate_external"}  # the external method's cells: inputs, rule, evaluation
+    assert out.returncode == 0 and rules == {"distill", *external, "report", "all"}, out.stdout[-3000:]
 
 
 @pytest.mark.slow

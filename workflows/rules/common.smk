@@ -2,6 +2,7 @@
 # to results/<name>/config.yaml and every command reads that file; the package then validates it
 # (names, ranges, method settings) before any job starts, and a mistake stops the workflow here.
 import json
+import re
 import subprocess
 import sys
 
@@ -54,9 +55,15 @@ def teacher_outputs_flag(wildcards, input):
     return f"--teacher-outputs {input.teacher_outputs}" if "teacher_outputs" in input.keys() else ""
 
 
+def variant_pattern(names):
+    """A wildcard pattern matching exactly these method variant names ((?!) matches none)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
 wildcard_constraints:
     task="|".join(TASKS),
-    method="|".join(METHODS),
+    # the in-house variants (the distill rule); an external variant's cells are its rule's (external.smk)
+    method=variant_pattern([n for n in METHODS if PLAN[n]["method"] != "external"]),
     fraction=r"[0-9.]+",
     seed=r"\d+",
 

@@ -56,9 +56,15 @@ class StepLoader:
             out.append(self._order[offset])
         return out
 
-    def step_examples(self, step: int) -> list[TrainExamples]:
+    def step_indices(self, step: int) -> list[int]:
+        """The data indices of optimiser step `step`, every micro-batch (and every rank's share) in order.
+        Only len(data) is read, so `data` may be any sequence: an external trainer serves these to see the
+        suite's examples step by step (`xkdbench cell-inputs`)."""
         per_step = self.batch_size * self.grad_accum
-        indices = self._indices(step * per_step, per_step)
+        return self._indices(step * per_step, per_step)
+
+    def step_examples(self, step: int) -> list[TrainExamples]:
+        indices = self.step_indices(step)
         micro = []
         for k in range(self.grad_accum):
             # in a distributed run this rank's equal share of the micro-batch (see xkdbench.core.distributed)

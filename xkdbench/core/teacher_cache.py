@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from xkdbench.errors import ConfigError
+from xkdbench.integrity import verify_files
 from xkdbench.io import atomic_path, provenance, read_json, write_json
 from xkdbench.models.batch import Batch
 
@@ -63,9 +64,12 @@ class TeacherCacheError(ConfigError):
 # -- which cells use it ---------------------------------------------------------------------------
 def variant_uses_cache(cfg, entry) -> bool:
     """Whether the cells of method variant `entry` read the teacher cache: it is on in the study `cfg`,
-    and the method asks the teacher about fixed training sequences (Method.teacher_sequences)."""
+    and the method asks the teacher about fixed training sequences (Method.teacher_sequences). An external
+    variant (a rule of its own) never reads it."""
     from xkdbench.methods import FIXED, METHODS, method_config
 
+    if entry.external:
+        return False
     settings = method_config(entry.method, entry.settings)
     return cfg.teacher_cache.enabled and FIXED in METHODS.get(entry.method).teacher_sequences(settings)
 
@@ -77,7 +81,7 @@ def cache_plan(cfg) -> dict[str, dict[str, bool]]:
 
     plan = {}
     for task in cfg.tasks:
-        entries = [e for e in cfg.methods if e.runs_on(task)]
+        entries = [e for e in cfg.methods if e.runs_on(task) and not e.external]
         if any(variant_uses_cache(cfg, e) for e in entries):
             plan[task] = {"teacher_outputs": any(
                 METHODS.get(e.method).uses_teacher_outputs(method_config(e.method, e.settings)) for e in entries)}
@@ -112,8 +116,11 @@ def file_sha256(path: str | Path) -> str:
 
 
 def teacher_fingerprint(model_dir: str | Path) -> str:
-    """sha256 over the weight files (safetensors or PyTorch bins) and config.json of a model directory."""
+    """sha256 over the weight files (safetensors or PyTorch bins) and config.json of a model directory.
+    A directory with a manifest of its files is verified first: a damaged teacher is named as such, not
+    taken for another teacher."""
     model_dir = Path(model_dir)
+    verify_files(model_dir)
     files = sorted(p for p in model_dir.iterdir()
                    if p.suffix == ".safetensors" or (p.suffix == ".bin" and p.name.startswith("pytorch_model"))
                    or p.name == "config.json")
@@ -232,8 +239,8 @@ class TeacherCache:
         from what `expect` fingerprints (IDENTITY's keys; `teacher_outputs` when the run reads them) in the
         configured mode and k. Anything else raises TeacherCacheError saying what differs."""
         directory = Path(directory)
-        rebuild = (f"rebuild it with `xkdbench teacher-cache` (in the workflow: delete {directory} and rerun "
-                   "snakemake, whose rule teacher_cache rebuilds it)")
+        rebuild = (f"rebuild it with `xkdbench teacher-cache` (in the workflow: rerun snakemake with "
+                   f"`--forcerun {directory / MANIFEST}`)")
         if not (directory / MANIFEST).is_file():
             raise TeacherCacheError(f"{where}: {directory} has no {MANIFEST} (no cache, or an interrupted build); "
                                     f"{rebuild}")

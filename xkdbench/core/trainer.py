@@ -28,6 +28,7 @@ from xkdbench.core.data import StepLoader, TrainData
 from xkdbench.core.runtime import rng_state, seed_everything, set_rng_state, use_bf16
 from xkdbench.core.teacher_cache import TeacherCache
 from xkdbench.errors import ConfigError, NonFiniteLossError
+from xkdbench.integrity import usable_checkpoint
 from xkdbench.io import atomic_path, write_json, write_jsonl
 from xkdbench.methods.base import Method
 from xkdbench.methods.common import token_nll
@@ -175,8 +176,8 @@ def train(setup: TrainSetup, out_dir: str | Path, *, stop_after: int | None = No
     # counted on the device, so a step never waits for the host (read only when logging)
     start_step, elapsed, tokens = 0, 0.0, torch.zeros((), dtype=torch.long, device=setup.device)
     log_path = out_dir / LOG
-    if (out_dir / CHECKPOINT).is_dir():
-        distributed.barrier()  # the directory is read by every rank: none may still be writing it
+    distributed.barrier()  # the checkpoint is read by every rank: none may still be writing it
+    if usable_checkpoint(out_dir / CHECKPOINT):  # a damaged one is reported and deleted: the run starts over
         state = torch.load(out_dir / CHECKPOINT / "trainer_state.pt", weights_only=False)
         saved_student = type(student.model).from_pretrained(out_dir / CHECKPOINT / FINAL)
         student.model.load_state_dict(saved_student.state_dict())

@@ -7,7 +7,8 @@ method is a new file here with a config dataclass and a `Method` subclass decora
 import importlib
 import pkgutil
 
-from xkdbench.config import register_study_check
+from xkdbench.config import EXTERNAL, register_study_check
+from xkdbench.external import check_entry as check_external
 from xkdbench.methods.base import FIXED, METHODS, SAMPLED, Method, Paper, method_config, register
 from xkdbench.validation import check_choice
 
@@ -17,10 +18,13 @@ for _module in pkgutil.iter_modules(__path__):
 
 @register_study_check("methods")
 def check_methods(config, where: str) -> None:
-    """Each method entry names a registered method, its settings are valid, and the method accepts the
-    distillation budget of every task it runs on."""
+    """Each method entry names a registered method (or `external`, a rule: xkdbench.external), its settings
+    are valid, and the method accepts the distillation budget of every task it runs on."""
     for i, entry in enumerate(config.methods):
-        check_choice(f"{where}.methods[{i}].method", entry.method, METHODS.names())
+        if entry.external:  # trained by a Snakemake rule: its settings are checked against the rule's declaration
+            check_external(config, entry, f"{where}.methods[{i}]")
+            continue
+        check_choice(f"{where}.methods[{i}].method", entry.method, [*METHODS.names(), EXTERNAL])
         settings = method_config(entry.method, entry.settings, f"{where}.methods[{i}].settings")
         for task in (t for t in config.tasks if entry.runs_on(t)):
             METHODS.get(entry.method).check_training(settings, config.training("distill", task),

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, GenerationConfig
 
+from xkdbench.integrity import verify_files
 from xkdbench.io import atomic_path
 from xkdbench.models import lean_decode
 from xkdbench.models.batch import Batch, mask_after_first_eos, pad_left, pad_right
@@ -173,13 +174,19 @@ def eval_mode(model: torch.nn.Module):
 
 
 def load_model(name_or_dir: str | Path, tokenizer=None, *, dtype: torch.dtype | None = None) -> Seq2SeqLM:
-    """Load a checkpoint directory or hub id with the right Auto class for its family."""
+    """Load a checkpoint directory or hub id with the right Auto class for its family.
+
+    A directory this suite wrote is verified first against the sizes and sha256 recorded with it
+    (`xkdbench.integrity`): a truncated or corrupted file raises IntegrityError naming it and the command
+    that rebuilds it. A directory without that manifest (a Hugging Face checkpoint) loads unverified."""
     from xkdbench.models.tokenizer import load_tokenizer
 
     path = Path(name_or_dir)
     if str(name_or_dir).startswith((".", "/")) and not path.exists():
         raise FileNotFoundError(f"model checkpoint {str(name_or_dir)!r} does not exist")
+    if path.is_dir():
+        verify_files(path)
     config = AutoConfig.from_pretrained(str(name_or_dir))
     auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
     model = auto.from_pretrained(str(name_or_dir), dtype=dtype or torch.float32)
-    return Seq2SeqLM(model, tokenizer if tokenizer is not None else load_tokenizer(name_or_dir))
+    return Seq2SeqLM(model, tokenizer if tokenizer is not None else load_tokenizer(name_or_dir, verify=False))

@@ -13,6 +13,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from xkdbench.integrity import verify_files
 from xkdbench.io import atomic_path
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>", "bos_token": "<s>"}
@@ -45,11 +46,14 @@ def save_tokenizer(tokenizer, out_dir: str | Path) -> None:
         tokenizer.save_pretrained(tmp)
 
 
-def load_tokenizer(name_or_dir: str | Path):
-    """Load a tokenizer from a local directory or a hub id (the paper path uses T5's)."""
+def load_tokenizer(name_or_dir: str | Path, *, verify: bool = True):
+    """Load a tokenizer from a local directory or a hub id (the paper path uses T5's). A directory this
+    suite wrote is verified against its recorded sizes and sha256 first (verify=False: already done)."""
     path = Path(name_or_dir)
     if not path.exists() and (str(name_or_dir).startswith((".", "/")) or path.suffix):
         raise FileNotFoundError(f"tokenizer directory {str(name_or_dir)!r} does not exist")
+    if verify and path.is_dir():
+        verify_files(path)
     tokenizer = AutoTokenizer.from_pretrained(str(name_or_dir))
     if tokenizer.pad_token_id is None:
         raise ValueError(f"tokenizer {str(name_or_dir)!r} has no pad token; the suite needs one")

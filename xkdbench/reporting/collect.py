@@ -6,7 +6,10 @@ Layout read (nothing else):
     teacher/{task}/{train_summary.json, eval/metrics.json, eval/outputs.jsonl}
     student_init/{task}/seed{seed}/{train_summary.json, eval/metrics.json, eval/outputs.jsonl}
 
-A model whose eval/metrics.json is absent is missing: it gets no row and is listed by `collect`.
+A model whose eval/metrics.json is absent is missing: it gets no row and is listed by `collect`. One whose
+files are present but damaged (metrics.json or train_summary.json that does not parse, outputs.jsonl with
+a line cut short or fewer inputs than metrics.json counts) is refused with an IntegrityError naming the
+file and the command that rebuilds it: a number from it would look complete and be wrong.
 """
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ from pathlib import Path
 import pandas as pd
 
 from xkdbench.config import ExperimentConfig
+from xkdbench.errors import IntegrityError
+from xkdbench.integrity import rebuild_hint
 from xkdbench.io import read_json, read_jsonl
 
 # train_summary.json key -> tidy column (names say what is counted).
@@ -85,6 +90,43 @@ def time_to_best_validation(log_path: Path) -> float:
     return min(curve, key=lambda point: point[1])[0] if curve else math.nan  # the first of equal minima
 
 
+def _damaged(path: Path, what: str) -> IntegrityError:
+    return IntegrityError(f"{path} is damaged ({what}); {rebuild_hint(path.parent)}")
+
+
+def check_model_files(directory: Path) -> None:
+    """Raise IntegrityError unless a model's eval/metrics.json, eval/outputs.jsonl and train_summary.json
+    (those present) are whole: each parses, and the outputs number the inputs metrics.json counts. A
+    metrics.json holding an outcome instead of numbers ("status", e.g. a diverged cell) has no outputs."""
+    metrics_path, outputs_path = directory / "eval" / "metrics.json", directory / "eval" / "outputs.jsonl"
+    try:
+        metrics = read_json(metrics_path)
+    except ValueError:
+        raise _damaged(metrics_path, "truncated or overwritten: it does not parse as JSON") from None
+    if not isinstance(metrics, dict):
+        raise _damaged(metrics_path, "not an evaluation's metrics: not a JSON object")
+    if "status" in metrics:  # an outcome without numbers (a diverged cell): nothing more to check
+        return
+    if not {"headline_metric", "greedy"} <= set(metrics):
+        raise _damaged(metrics_path, "not an evaluation's metrics: headline_metric or greedy is missing")
+    if outputs_path.is_file():
+        try:
+            records = read_jsonl(outputs_path)
+        except ValueError:
+            raise _damaged(outputs_path, "a line is cut short or overwritten: it does not parse as JSON lines") from None
+        if metrics.get("num_inputs") is not None and len(records) != metrics["num_inputs"]:
+            raise _damaged(outputs_path, f"{len(records)} outputs, metrics.json counts {metrics['num_inputs']} inputs: "
+                                         "truncated, or from another evaluation")
+    summary_path = directory / "train_summary.json"
+    if summary_path.is_file():
+        try:
+            summary = read_json(summary_path)
+        except ValueError:
+            raise _damaged(summary_path, "truncated or overwritten: it does not parse as JSON") from None
+        if not isinstance(summary, dict):
+            raise _damaged(summary_path, "not a training summary: not a JSON object")
+
+
 def _rows(model: Model, directory: Path) -> list[dict]:
     metrics = read_json(directory / "eval" / "metrics.json")
     summary_path = directory / "train_summary.json"
@@ -122,6 +164,7 @@ def collect(config: ExperimentConfig, results_dir: Path) -> tuple[pd.DataFrame, 
         for name in ("eval/outputs.jsonl", "train_summary.json"):
             if not (directory / name).is_file():
                 missing.append(f"{where}: {name} missing")
+        check_model_files(directory)
         rows += _rows(model, directory)
     table = pd.DataFrame(rows)
     if table.empty:
