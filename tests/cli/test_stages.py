@@ -75,3 +75,22 @@ def test_a_diverged_cell_is_recorded_for_the_workflow(tmp_path, capsys, monkeypa
         assert outcome["status"] == "diverged" and outcome["error"].startswith("step 3: loss term 'forward_kl'")
         assert "headline" not in outcome and "steps" not in outcome  # no number that could be read as a score
     assert not (tmp_path / "cell" / "model").exists()
+
+
+def test_the_report_lists_a_diverged_cell_and_gives_it_no_score(tmp_path):
+    from tests.reporting.conftest import make_config, write_results
+    from xkdbench.reporting.collect import collect
+
+    write_results(tmp_path)
+    config = make_config()
+    before, _ = collect(config, tmp_path)
+    cell = next((tmp_path / "cells").glob("*/*/*/seed0"))
+    task, method, fraction = cell.parts[-4], cell.parts[-3], cell.parts[-2]
+    outcome = {"status": "diverged", "error": "step 3: loss term 'forward_kl' is nan; ..."}
+    for name in ("eval/metrics.json", "train_summary.json"):
+        (cell / name).write_text(json.dumps(outcome))
+    table, missing = collect(config, tmp_path)
+    gone = before[(before.task == task) & (before.method == method) & (before.seed == 0)]
+    assert len(table) == len(before) - len([r for r in gone.itertuples() if f"f{r.fraction:g}" == fraction])
+    assert any("diverged, no scores (step 3: loss term 'forward_kl' is nan" in line and method in line
+               for line in missing)

@@ -10,6 +10,8 @@ A model whose eval/metrics.json is absent is missing: it gets no row and is list
 files are present but damaged (metrics.json or train_summary.json that does not parse, outputs.jsonl with
 a line cut short or fewer inputs than metrics.json counts) is refused with an IntegrityError naming the
 file and the command that rebuilds it: a number from it would look complete and be wrong.
+A cell recorded as diverged (its loss turned non-finite; `xkdbench distill --record-divergence`) is listed
+as diverged with its error, and gets no row.
 """
 from __future__ import annotations
 
@@ -152,6 +154,15 @@ def _rows(model: Model, directory: Path) -> list[dict]:
     return rows
 
 
+def _diverged(metrics_path: Path) -> str | None:
+    """The error of a cell recorded as diverged (`xkdbench distill --record-divergence`), else None."""
+    try:
+        metrics = read_json(metrics_path)
+    except ValueError:
+        return None  # damaged: check_model_files names it
+    return metrics.get("error", "") if isinstance(metrics, dict) and metrics.get("status") == "diverged" else None
+
+
 def collect(config: ExperimentConfig, results_dir: Path) -> tuple[pd.DataFrame, list[str]]:
     """The tidy table of every model present, and a line per missing file (relative to results_dir)."""
     rows, missing = [], []
@@ -160,6 +171,10 @@ def collect(config: ExperimentConfig, results_dir: Path) -> tuple[pd.DataFrame, 
         where = directory.relative_to(results_dir).as_posix()
         if not (directory / "eval" / "metrics.json").is_file():
             missing.append(f"{where}: eval/metrics.json missing (model not evaluated)")
+            continue
+        outcome = _diverged(directory / "eval" / "metrics.json")
+        if outcome is not None:  # a recorded outcome, not a score: listed, never averaged
+            missing.append(f"{where}: diverged, no scores ({outcome})")
             continue
         for name in ("eval/outputs.jsonl", "train_summary.json"):
             if not (directory / name).is_file():
