@@ -128,6 +128,12 @@ def _sft_from_scratch(stage: str, config, *, role: str, section: str, split: str
                   section=section, method_key="sft", settings={}, student=model, split=split, fraction=1.0)
 
 
+def samples_at(cfg: ExperimentConfig, fraction: float) -> bool:
+    """Whether a cell of this data fraction is evaluated with samples (evaluation.sampled_fractions)."""
+    sampled = cfg.evaluation.sampled_fractions
+    return sampled is None or any(abs(fraction - f) < 1e-9 for f in sampled)
+
+
 def cached_teacher_outputs(path: PathLike | None, prompts: list[str]) -> list[str]:
     """The cached teacher output of each training prompt (SeqKD data), in the prompts' order."""
     cached = {r["prompt"]: r["output"] for r in read_jsonl(_existing(path, "--teacher-outputs"))}
@@ -359,8 +365,7 @@ def distill(config, *, task: str, method: str, data: PathLike, teacher: PathLike
         return outcome
     summary["method"] = method
     if evaluate and is_main_process():  # in the same process: a cell is one job (one interpreter start)
-        sampled = cfg.evaluation.sampled_fractions
-        with_samples = sampled is None or any(abs(fraction - f) < 1e-9 for f in sampled)
+        with_samples = samples_at(cfg, fraction)
         summary["eval"] = evaluate_checkpoint(cfg, task=task, data=data, checkpoint=Path(out) / "model",
                                               out=Path(out) / "eval", seed=seed, teacher=teacher, threads=threads,
                                               with_samples=with_samples)
@@ -503,8 +508,7 @@ def evaluate_external(config, *, task: str, method: str, data: PathLike, checkpo
     check_range("--fraction", fraction, 0, 1, low_open=True)
     checkpoint = Path(checkpoint)
     check_outputs(checkpoint, entry, cfg.training("distill", task).steps)
-    sampled = cfg.evaluation.sampled_fractions
-    with_samples = sampled is None or any(abs(fraction - f) < 1e-9 for f in sampled)
+    with_samples = samples_at(cfg, fraction)
     return evaluate_checkpoint(cfg, task=task, data=data, checkpoint=checkpoint, out=out, seed=seed, threads=threads,
                                with_samples=with_samples)
 
