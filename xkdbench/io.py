@@ -21,8 +21,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from xkdbench.errors import ConfigError, WriteError
-from xkdbench.integrity import record_files
+from xkdbench.errors import ConfigError, IntegrityError, WriteError
+from xkdbench.integrity import rebuild_hint, record_files
 
 # failures of a write for want of space or permission: reported as WriteError naming the path
 WRITE_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
@@ -122,14 +122,35 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> None:
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
+def _damaged(path: str | os.PathLike, what: str) -> IntegrityError:
+    return IntegrityError(f"{path}: {what}; the file is damaged or was cut short. {rebuild_hint(path)}")
+
+
 def read_json(path: str | os.PathLike) -> Any:
+    """A JSON file; one that does not parse raises IntegrityError naming it and how to rebuild it."""
     with open(path, encoding="utf-8") as f:
-        return json.load(f)
+        text = f.read()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise _damaged(path, f"not JSON ({e.msg} at line {e.lineno})") from e
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """One JSON record per line. `write_jsonl` ends every line with a newline, so a last line without one
+    was cut mid-write even when it happens to parse; either damage raises IntegrityError."""
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        lines = f.readlines()
+    if lines and not lines[-1].endswith("\n"):
+        raise _damaged(path, f"line {len(lines)} has no line end")
+    records = []
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise _damaged(path, f"line {number} is not JSON ({e.msg})") from e
+    return records
 
 
 def git_revision() -> str:

@@ -1,0 +1,117 @@
+"""Mutation scores of the modules this benchmark's conclusions rest on, one command (README "Testing").
+
+For each module group below, a copy of the checkout is made under `--workdir` (default `.mutation/`),
+given its own mutmut configuration (the files to mutate and the fast tests that own them), and
+`mutmut run` mutates it there: each mutant runs only the tests that called the mutated function in
+mutmut's first, traced run. The working tree is never touched. A second run of this script reuses each
+group's finished mutants (mutmut keeps their results), so an interrupted run continues.
+
+Prints per group: mutants, killed (a failing test or a timeout), equivalent (listed with a reason in
+`tests/mutation_equivalent.yaml`), survived, the score = killed / (mutants - equivalent), and minutes.
+Then every survivor that is not listed as equivalent, which is a missing test.
+
+    python benchmarks/mutation_scores.py                      # every group (hours on 2 cores)
+    python benchmarks/mutation_scores.py stats claims metrics # some groups
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# group -> (files to mutate, the fast tests that own them). Markers that start other processes
+# (torchrun, the workflow) are left out: those processes import the unmutated package.
+GROUPS = {
+    "losses": (["xkdbench/losses/*"], ["tests/losses/"]),
+    "methods": (["xkdbench/methods/*"], ["tests/methods/"]),
+    "core": (["xkdbench/core/*"], ["tests/core/"]),
+    "stats": (["xkdbench/reporting/stats.py"], ["tests/reporting/"]),
+    "claims": (["xkdbench/reporting/claims.py"], ["tests/reporting/"]),
+    "metrics": (["xkdbench/tasks/metrics.py"], ["tests/tasks/", "tests/evaluation/"]),
+}
+MARKERS = "not slow and not slurm and not faults and not distributed and not gpu"
+RESULT = re.compile(r"^\s+(\S+): (.+)$")
+
+
+def checkout_files() -> list[str]:
+    """The files of this checkout that git tracks or would track (not the ignored build outputs)."""
+    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout
+    return [f for f in out.splitlines() if (ROOT / f).is_file()]
+
+
+def prepare(group: str, workdir: Path) -> Path:
+    """A copy of the checkout for one group, with that group's mutmut configuration."""
+    only, tests = GROUPS[group]
+    copy = workdir / group
+    copy.mkdir(parents=True, exist_ok=True)
+    for name in checkout_files():
+        if name in ("setup.cfg",) or name.startswith("mutants/"):
+            continue
+        target = copy / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists() or target.read_bytes() != (ROOT / name).read_bytes():
+            shutil.copy2(ROOT / name, target)
+    lines = ["[mutmut]", "source_paths = xkdbench/", "also_copy = benchmarks/",
+             "process_isolation = forkserver", "use_git_change_detection = false",
+             "only_mutate =", *(f"    {p}" for p in only),
+             "pytest_add_cli_args_test_selection =", *(f"    {t}" for t in tests),
+             "pytest_add_cli_args =", "    -m", f"    {MARKERS}", "    -p", "    no:cacheprovider"]
+    (copy / "setup.cfg").write_text("\n".join(lines) + "\n")
+    return copy
+
+
+def results(copy: Path) -> dict[str, str]:
+    """mutant name -> status, as `mutmut results --all true` prints them."""
+    out = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=copy,
+                         check=True, capture_output=True, text=True).stdout
+    return {m.group(1): m.group(2) for line in out.splitlines() if (m := RESULT.match(line))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("groups", nargs="*", help=f"some of {', '.join(GROUPS)} (default: all)")
+    parser.add_argument("--children", type=int, default=2, help="mutants tested at once (default 2)")
+    parser.add_argument("--workdir", type=Path, default=ROOT / ".mutation")
+    args = parser.parse_args()
+    unknown = sorted(set(args.groups) - set(GROUPS))
+    if unknown:
+        parser.error(f"unknown group(s) {', '.join(unknown)}; allowed: {', '.join(GROUPS)}")
+    args.groups = args.groups or list(GROUPS)
+    equivalent = yaml.safe_load((ROOT / "tests/mutation_equivalent.yaml").read_text()) or {}
+
+    rows, missing = [], []
+    for group in args.groups:
+        copy = prepare(group, args.workdir)
+        started = time.time()
+        subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.children)],
+                       cwd=copy, check=True, stdout=subprocess.DEVNULL)
+        minutes = (time.time() - started) / 60
+        status = results(copy)
+        killed = sum(s in ("killed", "timeout") for s in status.values())
+        equiv = [n for n, s in status.items() if s not in ("killed", "timeout") and n in equivalent]
+        survivors = [(n, s) for n, s in status.items() if s not in ("killed", "timeout") and n not in equivalent]
+        missing += survivors
+        scored = len(status) - len(equiv)
+        rows.append((group, len(status), killed, len(equiv), len(survivors),
+                     100 * killed / scored if scored else float("nan"), minutes))
+
+    print(f"{'group':<9} {'mutants':>7} {'killed':>6} {'equiv':>5} {'survived':>8} {'score':>6} {'minutes':>7}")
+    for group, total, killed, equiv, survived, score, minutes in rows:
+        print(f"{group:<9} {total:>7} {killed:>6} {equiv:>5} {survived:>8} {score:>5.1f}% {minutes:>7.1f}")
+    if missing:
+        print("\nsurvivors not listed as equivalent (tests/mutation_equivalent.yaml):")
+        for name, state in missing:
+            print(f"  {name}: {state}")
+
+
+if __name__ == "__main__":
+    main()
