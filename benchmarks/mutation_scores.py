@@ -8,7 +8,8 @@ group's finished mutants (mutmut keeps their results), so an interrupted run con
 
 Prints per group: mutants, killed (a failing test or a timeout), equivalent (listed with a reason in
 `tests/mutation_equivalent.yaml`), survived, the score = killed / (mutants - equivalent), and minutes.
-Then every survivor that is not listed as equivalent, which is a missing test.
+Then every survivor that is not listed as equivalent, which is a missing test. mutmut's own progress goes
+to `<workdir>/mutmut.log`.
 
     python benchmarks/mutation_scores.py                      # every group (hours on 2 cores)
     python benchmarks/mutation_scores.py stats claims metrics # some groups
@@ -69,6 +70,12 @@ def prepare(group: str, workdir: Path) -> Path:
     return copy
 
 
+def mutmut_run(copy: Path, names: list[str], children: int, log) -> None:
+    """`mutmut run` in a group's copy (only the named mutants, if any), its progress appended to log."""
+    subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(children), *names],
+                   cwd=copy, check=True, stdout=log, stderr=subprocess.STDOUT)
+
+
 def results(copy: Path) -> dict[str, str]:
     """mutant name -> status, as `mutmut results --all true` prints them."""
     out = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=copy,
@@ -89,13 +96,19 @@ def main() -> None:
     equivalent = yaml.safe_load((ROOT / "tests/mutation_equivalent.yaml").read_text()) or {}
 
     rows, missing = [], []
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    log = open(args.workdir / "mutmut.log", "a")  # mutmut's progress (it redraws one line)
     for group in args.groups:
         copy = prepare(group, args.workdir)
+        resumed = (copy / "mutants").is_dir()
         started = time.time()
-        subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.children)],
-                       cwd=copy, check=True, stdout=subprocess.DEVNULL)
-        minutes = (time.time() - started) / 60
+        mutmut_run(copy, [], args.children, log)
         status = results(copy)
+        retest = [n for n, s in status.items() if s not in ("killed", "timeout") and n not in equivalent]
+        if resumed and retest:  # mutmut keeps earlier verdicts: test earlier survivors against today's tests
+            mutmut_run(copy, retest, args.children, log)
+            status = results(copy)
+        minutes = (time.time() - started) / 60
         killed = sum(s in ("killed", "timeout") for s in status.values())
         equiv = [n for n, s in status.items() if s not in ("killed", "timeout") and n in equivalent]
         survivors = [(n, s) for n, s in status.items() if s not in ("killed", "timeout") and n not in equivalent]

@@ -58,7 +58,10 @@ def test_upstream_stages_have_their_own_hash():
     assert changed(models__teacher={"d_model": 32, "n_heads": 4}) == {"teacher/reasoning", "teacher/translation",
                                                                        "report"}
     assert changed(tasks__reasoning__options={"difficulty": 1}) == {"data/reasoning", "report"}
-    assert changed(evaluation__samples_per_input=2) >= {"evaluate/reasoning", "cell/reasoning/sft"}
+    # evaluation settings reach the evaluated stages (the reference models and every cell), nothing upstream
+    assert changed(evaluation__samples_per_input=2) == {"evaluate/reasoning", "evaluate/translation",
+                                                        "cell/reasoning/sft", "cell/reasoning/gkd_on",
+                                                        "cell/translation/sft", "cell/translation/gkd_on", "report"}
 
 
 def test_report_only_settings_rerun_only_the_report():

@@ -48,14 +48,15 @@ def test_sampling_returns_k_masked_samples_per_prompt(tokenizer, family):
     model = tiny_model(tokenizer, family)
     prompts, _ = toy_pairs(3)
     batch = model.encode(prompts, None, max_prompt_tokens=24, max_target_tokens=12)
+    torch.manual_seed(0)
     samples = model.generate(batch, max_new_tokens=8, do_sample=True, num_return_sequences=4)
     assert samples.size == 12
-    assert torch.equal(samples.prompt_ids[:4], batch.prompt_ids[:1].expand(4, -1))
-    # nothing after an EOS is a target token
-    for ids, mask in zip(samples.target_ids.tolist(), samples.target_mask.tolist(), strict=False):
-        if model.eos_id in ids:
-            first = ids.index(model.eos_id)
-            assert mask[: first + 1] == [1] * (first + 1) and not any(mask[first + 1:])
+    assert torch.equal(samples.prompt_ids, batch.prompt_ids.repeat_interleave(4, dim=0))
+    assert torch.equal(samples.prompt_mask, batch.prompt_mask.repeat_interleave(4, dim=0))
+    # up to and including the first EOS is a target, nothing after it; a row without EOS is all target
+    for ids, mask in zip(samples.target_ids.tolist(), samples.target_mask.tolist(), strict=True):
+        end = ids.index(model.eos_id) + 1 if model.eos_id in ids else len(ids)
+        assert mask == [1] * end + [0] * (len(ids) - end)
 
 
 def test_save_and_load_roundtrip(tmp_path, tokenizer, family):

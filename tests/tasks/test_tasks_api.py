@@ -181,12 +181,14 @@ def test_score_keys_and_perfect_predictions(name, keys):
     gold = [task.target(ex) for ex in examples]
     scores = task.score(gold, examples)
     assert set(scores) == keys
-    assert scores[task.headline_metric] == pytest.approx(1.0 if name == "reasoning" else 100.0)
+    perfect = 1.0 if name == "reasoning" else 100.0
+    assert scores[task.headline_metric] == pytest.approx(perfect)
     assert scores["oracle"] == 1.0
-    per_example = task.example_scores(gold, examples)
-    assert len(per_example) == len(examples) and all(v == pytest.approx(per_example[0]) for v in per_example)
+    # every example at the top of the scale, not merely all equal
+    assert task.example_scores(gold, examples) == pytest.approx([perfect] * len(examples))
     empty = task.score([""] * len(examples), examples)
     assert empty[task.headline_metric] == 0.0 and empty["oracle"] == 0.0
+    assert task.example_scores([""] * len(examples), examples) == [0.0] * len(examples)
     with pytest.raises(ValueError, match="predictions"):
         task.score(gold[:-1], examples)
 
