@@ -1,0 +1,160 @@
+"""The claims table as a reader sees it: claims.md written out in full for a hand-made table, and the
+rows claims_table builds from designed per-seed scores (a seed whose means tie, a task with a model
+missing)."""
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+
+from tests.reporting.conftest import make_config, write_results
+from xkdbench.reporting import claims as claims_module
+from xkdbench.reporting.claims import COLUMNS, claims_table, write_claims
+from xkdbench.reporting.settings import report_settings
+
+ROWS = [
+    dict(claim="X-KD beats SFT", task="reasoning", method_a="xkd", method_b="sft", fraction=1.0,
+         measure="greedy_oracle", control=False, n_seeds=3, n_inputs=40, seeds_a_better=2, mean_difference=0.0125,
+         ci95_low=-0.01, ci95_high=0.035, interval_covers="seeds and inputs", verdict="inconclusive"),
+    dict(claim="same twice", task="summarization", method_a="sft", method_b="sft_aa", fraction=0.5,
+         measure="greedy_score", control=True, n_seeds=3, n_inputs=20, seeds_a_better=1, mean_difference=-0.5,
+         ci95_low=-0.75, ci95_high=-0.25, interval_covers="seeds and inputs", verdict="CONTROL FAILED (decided)"),
+    dict(claim="DistiLLM is faster", task="reasoning", method_a="distillm", method_b="gkd", fraction=1.0,
+         measure="time_to_target", control=False, n_seeds=3, n_inputs=0, seeds_a_better=3, mean_difference=-2.5,
+         ci95_low=-4.0, ci95_high=-1.0, interval_covers="seeds only (one value per training run)",
+         verdict="reproduced"),
+]
+CAPTION = (
+    "95% interval of the mean difference over the (seed, input) matrix, covering both sources of randomness: "
+    "training runs (seeds) and test inputs (crossed random effects, variance (MS_seed + MS_input - MS_res)/(S I), "
+    "Student t with S - 1 degrees of freedom; xkdbench.reporting.stats). A verdict picks a side only when that "
+    "interval excludes 0 and at least 2 seeds stand behind it; with one seed the interval covers the inputs only "
+    "and decides nothing. Verdict: reproduced when the interval lies above 0, not reproduced when it lies below 0, "
+    "inconclusive otherwise. Seeds A > B: seeds whose mean A exceeds mean B. By score: summarization: sentence "
+    "ROUGE-2 F; translation: sentence chrF; reasoning: answer correct (0/1); by oracle: the oracle score (0-1); by "
+    "time to target: training seconds until the validation NLL first reaches the level both runs of a seed reach "
+    "(the higher of their two lowest values), where A is better when it takes less (A - B below 0), with a "
+    "t-interval over the seeds' paired differences (seeds only: one value per training run); seconds are "
+    "wall-clock seconds of cells that may have shared the machine with another job.\n")
+TABLE = """\
+| claim | task | A vs B | fraction | by | seeds A > B | seeds x inputs | mean A - B [95% CI] | verdict |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|
+| X-KD beats SFT | reasoning | xkd vs sft | 1 | oracle | 2 of 3 | 3 x 40 | +0.0125 [-0.0100, +0.0350] | **inconclusive** |
+| same twice (control: must be inconclusive) | summarization | sft vs sft_aa | 0.5 | score | 1 of 3 | 3 x 20 | -0.5000 [-0.7500, -0.2500] | **CONTROL FAILED (decided)** |
+| DistiLLM is faster | reasoning | distillm vs gkd | 1 | time to target (s) | 3 of 3 | 3 runs | -2.5000 [-4.0000, -1.0000] | **reproduced** |
+"""
+
+
+def test_claims_md_in_full(tmp_path):
+    paths = write_claims(pd.DataFrame(ROWS, columns=COLUMNS), None, tmp_path)
+    assert paths == [tmp_path / "claims.csv", tmp_path / "claims.md"]
+    # the counts in the caption are those of the per-example claims only (the time claim has 0 inputs)
+    assert (tmp_path / "claims.md").read_text() == (
+        "# Claims of the source papers, checked\n\n" + TABLE + "\n"
+        "Greedy decoding. A claim reads \"A scores higher than B\"; its effect is the mean A - B over 3 seeds x "
+        "20-40 test inputs. " + CAPTION)
+    assert pd.read_csv(tmp_path / "claims.csv").to_dict("records") == ROWS
+
+
+def test_claims_md_without_rows(tmp_path):
+    write_claims(pd.DataFrame([], columns=COLUMNS), None, tmp_path)
+    assert (tmp_path / "claims.md").read_text() == (
+        "# Claims of the source papers, checked\n\nNo configured claim had both models evaluated.\n\n"
+        "Greedy decoding. A claim reads \"A scores higher than B\"; its effect is the mean A - B over 0 seeds x "
+        "0 test inputs. " + CAPTION)
+
+
+def test_a_seed_whose_means_tie_is_not_counted_as_a_better(tmp_path, monkeypatch):
+    pair = lambda a, b: pd.DataFrame({"a": a, "b": b})  # noqa: E731
+    designed = {0: pair([0.5, 0.25], [0.25, 0.5]),  # equal means: not "A better" for this seed
+                1: pair([1.0, 0.5], [0.5, 0.5]), 2: pair([0.0, 0.5], [0.5, 0.5])}
+    monkeypatch.setattr(claims_module.PairedScores, "per_seed", lambda self, *args: designed)
+    config = make_config(claims=[{"claim": "gkd beats sft", "a": "gkd_jsd09", "b": "sft", "tasks": ["reasoning"]}])
+    row = claims_table(config, report_settings(config), tmp_path).iloc[0]
+    # differences per seed: [0.25, -0.25], [0.5, 0], [-0.5, 0]: mean 0
+    assert (row["seeds_a_better"], row["n_seeds"], row["n_inputs"]) == (1, 3, 2)
+    assert row["mean_difference"] == pytest.approx(0.0)
+
+
+def test_a_task_without_both_models_has_no_row(tmp_path):
+    write_results(tmp_path / "results")
+    shutil.rmtree(tmp_path / "results" / "cells" / "reasoning" / "gkd_jsd09")
+    config = make_config(claims=[{"claim": "gkd beats sft", "a": "gkd_jsd09", "b": "sft"}])
+    table = claims_table(config, report_settings(config), tmp_path / "results")
+    assert list(table["task"]) == ["summarization"]
+
+
+def _designed_claims(monkeypatch, tmp_path, claim, per_seed=None, times=None):
+    """claims_table on designed inputs: per-seed score pairs, or per-seed (time A, time B) to target."""
+    if per_seed is not None:
+        monkeypatch.setattr(claims_module.PairedScores, "per_seed", lambda self, *args: per_seed)
+    if times is not None:
+        paths = iter(range(1000))
+        monkeypatch.setattr(claims_module, "validation_curve", lambda path: next(paths))
+        by_call = iter(times)
+        monkeypatch.setattr(claims_module, "time_to_target", lambda a, b: next(by_call))
+    if claim.get("control"):
+        from tests.reporting.test_claims import control_config
+        config = control_config({"tasks": ["reasoning"], **claim})
+    else:
+        config = make_config(claims=[{"a": "gkd_jsd09", "b": "sft", "tasks": ["reasoning"], **claim}])
+    return claims_table(config, report_settings(config), tmp_path)
+
+
+def test_a_row_names_its_claim_and_models(tmp_path, monkeypatch):
+    per_seed = {s: pd.DataFrame({"a": [0.5, 0.75], "b": [0.25, 0.5]}) for s in (0, 1, 2)}
+    table = _designed_claims(monkeypatch, tmp_path, {"claim": "c", "fraction": 0.5, "measure": "oracle"}, per_seed)
+    assert list(table.columns) == COLUMNS
+    row = table.iloc[0].to_dict()
+    assert {k: row[k] for k in ("claim", "task", "method_a", "method_b", "fraction", "measure", "control")} == {
+        "claim": "c", "task": "reasoning", "method_a": "gkd_jsd09", "method_b": "sft", "fraction": 0.5,
+        "measure": "greedy_oracle", "control": False}
+    assert (row["mean_difference"], row["verdict"]) == (pytest.approx(0.25), "reproduced")  # a constant +0.25
+
+
+def test_no_evaluable_claim_gives_an_empty_table_with_the_columns(tmp_path, monkeypatch):
+    table = _designed_claims(monkeypatch, tmp_path, {"claim": "c"}, per_seed={})
+    assert table.empty and list(table.columns) == COLUMNS
+
+
+@pytest.mark.parametrize("shift,verdict", [(0.25, "CONTROL FAILED (decided)"), (0.0, "inconclusive")])
+def test_an_aa_control_that_decides_is_marked_failed_and_logged(tmp_path, monkeypatch, caplog, shift, verdict):
+    per_seed = {s: pd.DataFrame({"a": [0.5 + shift + d, 0.25 + shift - d], "b": [0.5, 0.25]})
+                for s, d in ((0, 0.01), (1, -0.02), (2, 0.03))}
+    with caplog.at_level("WARNING", logger="xkdbench.reporting.claims"):
+        row = _designed_claims(monkeypatch, tmp_path, {"claim": "A/A control: sft", "a": "sft_again", "b": "sft",
+                                                       "control": True}, per_seed).iloc[0]
+    assert row["verdict"] == verdict and row["control"]
+    expected = ["A/A control sft_again vs sft on reasoning came out reproduced: the intervals are too narrow"]
+    assert [r.getMessage() for r in caplog.records] == (expected if shift else [])
+
+
+@pytest.mark.parametrize("diffs,verdict", [
+    ([-3.0, -2.0, -4.0], "reproduced"),                   # A faster on every seed: the interval lies below 0
+    ([3.0, 2.0, 4.0], "not reproduced (B better)"),
+    ([-3.0, 2.0, -1.0], "inconclusive"),
+    ([0.1, 0.12, 0.11], "not reproduced (B better)"),     # low in (0, 1): B better, however small
+    ([-0.1, -0.12, -0.11], "reproduced"),
+    ([-0.1, 0.1, 0.2], "inconclusive"),                   # high in (0, 1), low below 0
+])
+def test_a_time_claim_is_decided_by_the_t_interval_of_the_seeds_differences(tmp_path, monkeypatch, diffs, verdict):
+    from scipy import stats
+
+    times = [(10.0 + d, 10.0) for d in diffs]
+    row = _designed_claims(monkeypatch, tmp_path, {"claim": "c", "measure": "time_to_target"}, times=times).iloc[0]
+    low, high = stats.t.interval(0.95, 2, loc=sum(diffs) / 3, scale=stats.sem(diffs))
+    assert (row["ci95_low"], row["ci95_high"]) == (pytest.approx(low), pytest.approx(high))
+    assert row["verdict"] == verdict and (row["n_seeds"], row["n_inputs"]) == (3, 0)
+    assert row["seeds_a_better"] == sum(d < 0 for d in diffs)
+    assert row["interval_covers"] == "seeds only (one value per run)"
+
+
+def test_a_time_claim_counts_ties_as_not_faster_and_drops_seeds_without_a_time(tmp_path, monkeypatch):
+    nan = float("nan")
+    times = [(10.0, 10.0), (8.0, 10.0), (nan, 9.0)]
+    row = _designed_claims(monkeypatch, tmp_path, {"claim": "c", "measure": "time_to_target"}, times=times).iloc[0]
+    assert (row["n_seeds"], row["seeds_a_better"], row["mean_difference"]) == (2, 1, -1.0)
+    none = _designed_claims(monkeypatch, tmp_path, {"claim": "c", "measure": "time_to_target"},
+                            times=[(nan, 1.0), (2.0, nan), (nan, nan)])
+    assert none.empty
