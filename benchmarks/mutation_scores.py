@@ -17,6 +17,7 @@ to `<workdir>/mutmut.log`.
 from __future__ import annotations
 
 import argparse
+import random
 import re
 import shutil
 import subprocess
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 
 import yaml
+from scipy import stats
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,6 +42,7 @@ GROUPS = {
 }
 MARKERS = "not slow and not slurm and not faults and not distributed and not gpu"
 RESULT = re.compile(r"^\s+(\S+): (.+)$")
+KILLED = ("killed", "timeout")  # a mutant that makes a test fail or hang is caught
 
 
 def checkout_files() -> list[str]:
@@ -70,10 +73,35 @@ def prepare(group: str, workdir: Path) -> Path:
     return copy
 
 
-def mutmut_run(copy: Path, names: list[str], children: int, log) -> None:
+def mutmut_run(copy: Path, names: list[str], children: int, log, check: bool = True) -> None:
     """`mutmut run` in a group's copy (only the named mutants, if any), its progress appended to log."""
     subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(children), *names],
-                   cwd=copy, check=True, stdout=log, stderr=subprocess.STDOUT)
+                   cwd=copy, check=check, stdout=log, stderr=subprocess.STDOUT)
+
+
+def run_group(copy: Path, children: int, sample: int | None, equivalent: dict, log) -> dict[str, str]:
+    """Test a group's mutants (all, or a seeded sample of them) and return {mutant name: status}.
+
+    mutmut keeps earlier verdicts, so when a group was run before, the mutants that were not killed then
+    are tested again against today's tests."""
+    resumed = (copy / "mutants").is_dir()
+    if sample is None:
+        mutmut_run(copy, [], children, log)
+        status = results(copy)
+    else:
+        if not resumed:  # generate the mutants and trace the tests without testing any mutant
+            mutmut_run(copy, ["xkdbench.no_such_mutant"], children, log, check=False)
+        everything = results(copy)
+        chosen = sorted(random.Random(0).sample(sorted(everything), min(sample, len(everything))))
+        untested = [n for n in chosen if everything[n] == "not checked"]
+        if untested:
+            mutmut_run(copy, untested, children, log)
+        status = {n: s for n, s in results(copy).items() if n in chosen}
+    retest = [n for n, s in status.items() if s not in KILLED and n not in equivalent]
+    if resumed and retest:
+        mutmut_run(copy, retest, children, log)
+        status = {n: s for n, s in results(copy).items() if n in status}
+    return status
 
 
 def results(copy: Path) -> dict[str, str]:
@@ -88,6 +116,9 @@ def main() -> None:
     parser.add_argument("groups", nargs="*", help=f"some of {', '.join(GROUPS)} (default: all)")
     parser.add_argument("--children", type=int, default=2, help="mutants tested at once (default 2)")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".mutation")
+    parser.add_argument("--sample", type=int, default=None,
+                        help="test a seeded random sample of this many mutants per group: an estimate of the score "
+                             "with its 95%% interval, for groups too large to mutate whole in one sitting")
     args = parser.parse_args()
     unknown = sorted(set(args.groups) - set(GROUPS))
     if unknown:
@@ -99,27 +130,23 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     log = open(args.workdir / "mutmut.log", "a")  # mutmut's progress (it redraws one line)
     for group in args.groups:
-        copy = prepare(group, args.workdir)
-        resumed = (copy / "mutants").is_dir()
         started = time.time()
-        mutmut_run(copy, [], args.children, log)
-        status = results(copy)
-        retest = [n for n, s in status.items() if s not in ("killed", "timeout") and n not in equivalent]
-        if resumed and retest:  # mutmut keeps earlier verdicts: test earlier survivors against today's tests
-            mutmut_run(copy, retest, args.children, log)
-            status = results(copy)
+        status = run_group(prepare(group, args.workdir), args.children, args.sample, equivalent, log)
         minutes = (time.time() - started) / 60
-        killed = sum(s in ("killed", "timeout") for s in status.values())
-        equiv = [n for n, s in status.items() if s not in ("killed", "timeout") and n in equivalent]
-        survivors = [(n, s) for n, s in status.items() if s not in ("killed", "timeout") and n not in equivalent]
+        killed = sum(s in KILLED for s in status.values())
+        equiv = [n for n, s in status.items() if s not in KILLED and n in equivalent]
+        survivors = [(n, s) for n, s in status.items() if s not in KILLED and n not in equivalent]
         missing += survivors
         scored = len(status) - len(equiv)
-        rows.append((group, len(status), killed, len(equiv), len(survivors),
-                     100 * killed / scored if scored else float("nan"), minutes))
+        score = f"{100 * killed / scored:5.1f}%" if scored else "  -  "
+        if args.sample and scored:  # a sample's score is an estimate: its exact 95% binomial interval
+            ci = stats.binomtest(killed, scored).proportion_ci(0.95)
+            score += f" [{100 * ci.low:.0f}, {100 * ci.high:.0f}]"
+        rows.append((group, len(status), killed, len(equiv), len(survivors), score, minutes))
 
     print(f"{'group':<9} {'mutants':>7} {'killed':>6} {'equiv':>5} {'survived':>8} {'score':>6} {'minutes':>7}")
     for group, total, killed, equiv, survived, score, minutes in rows:
-        print(f"{group:<9} {total:>7} {killed:>6} {equiv:>5} {survived:>8} {score:>5.1f}% {minutes:>7.1f}")
+        print(f"{group:<9} {total:>7} {killed:>6} {equiv:>5} {survived:>8} {score:>6} {minutes:>7.1f}")
     if missing:
         print("\nsurvivors not listed as equivalent (tests/mutation_equivalent.yaml):")
         for name, state in missing:

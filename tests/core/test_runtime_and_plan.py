@@ -12,7 +12,12 @@ import torch
 from xkdbench.config import ExperimentConfig, from_dict
 from xkdbench.core import distributed
 from xkdbench.core.runtime import resolve_device, set_threads
-from xkdbench.core.teacher_cache import cache_plan, teacher_fingerprint, tokenizer_fingerprint, variant_uses_cache
+from xkdbench.core.teacher_cache import (
+    cache_plan,
+    teacher_fingerprint,
+    tokenizer_fingerprint,
+    variant_uses_cache,
+)
 
 
 # -- device, threads, torchrun ----------------------------------------------------------------------------
