@@ -35,7 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 GROUPS = {
     "losses": (["xkdbench/losses/*"], ["tests/losses/"]),
     "methods": (["xkdbench/methods/*"], ["tests/methods/"]),
-    "core": (["xkdbench/core/*"], ["tests/core/", "tests/methods/test_minillm.py"]),  # + mixture sampling
+    # core: with MiniLLM's tests (mixture sampling) and the sampling settings' tests of the methods
+    "core": (["xkdbench/core/*"], ["tests/core/", "tests/methods/test_minillm.py",
+                                   "tests/methods/test_methods_independent.py"]),
     "stats": (["xkdbench/reporting/stats.py"], ["tests/reporting/"]),
     "claims": (["xkdbench/reporting/claims.py"], ["tests/reporting/"]),
     "metrics": (["xkdbench/tasks/metrics.py"], ["tests/tasks/", "tests/evaluation/"]),

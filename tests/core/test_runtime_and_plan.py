@@ -139,3 +139,39 @@ def test_tokenizer_fingerprint_is_the_meaning_of_ids(tokenizer):
     grown = copy.deepcopy(tokenizer)
     grown.add_tokens(["zzzz-new-token"])
     assert tokenizer_fingerprint(grown) != tokenizer_fingerprint(tokenizer)
+
+
+def test_gather_objects_collects_one_object_per_rank(monkeypatch):
+    assert distributed.gather_objects({"x": 1}) == [{"x": 1}]  # one process: no group
+    calls = []
+
+    def all_gather_object(out, obj):  # what gloo does with 3 ranks, this process being rank 0
+        calls.append(len(out))
+        out[:] = [obj, "rank 1", "rank 2"]
+
+    monkeypatch.setattr(distributed, "world_size", lambda: 3)
+    monkeypatch.setattr(distributed.dist, "all_gather_object", all_gather_object)
+    assert distributed.gather_objects("rank 0") == ["rank 0", "rank 1", "rank 2"] and calls == [3]
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    monkeypatch.setattr(distributed.dist, "all_gather_object", lambda out, obj: out.__setitem__(1, "other"))
+    assert distributed.gather_objects("mine") == [None, "other"]
+
+
+def test_each_rank_samples_from_its_own_stream_and_rank_0_from_the_single_processs(monkeypatch, tokenizer):
+    """The k-th on-policy draw of rank r uses stream `sampling/k/rank<r>`; rank 0's is `sampling/k`, the
+    stream a single process uses, so a 1-rank run is the single-process run."""
+    from tests.conftest import tiny_model
+    from tests.core.test_teacher_cache import context
+    from xkdbench.core.runtime import stream_seed
+
+    ctx = context(tiny_model(tokenizer, "llama"), None)
+    drawn = {}
+    for rank in (0, 1, 0):
+        monkeypatch.setattr(distributed, "rank", lambda rank=rank: rank)
+        with ctx.sampling_stream():
+            drawn.setdefault(rank, []).append(torch.randint(1 << 30, ()).item())
+    expected = {0: [stream_seed(0, "sampling/1"), stream_seed(0, "sampling/3")],
+                1: [stream_seed(0, "sampling/2/rank1")]}
+    for rank, seeds in expected.items():
+        assert drawn[rank] == [torch.randint(1 << 30, (), generator=torch.Generator().manual_seed(s)).item()
+                               for s in seeds]
