@@ -175,3 +175,37 @@ def test_each_rank_samples_from_its_own_stream_and_rank_0_from_the_single_proces
     for rank, seeds in expected.items():
         assert drawn[rank] == [torch.randint(1 << 30, (), generator=torch.Generator().manual_seed(s)).item()
                                for s in seeds]
+
+
+def test_gradients_are_summed_over_ranks_and_missing_ones_filled(monkeypatch):
+    """Two ranks, simulated: the other rank's flags and gradients are what all_reduce adds. A parameter
+    with a gradient on both ranks gets the sum; on the other rank only, that rank's (zeros here first);
+    on neither, none."""
+    both, other_only, neither = (torch.nn.Parameter(torch.zeros(2, 2)) for _ in range(3))
+    both.grad = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    other = {"flags": torch.tensor([1.0, 1.0, 0.0]), "grads": [torch.full((2, 2), 10.0), torch.full((2, 2), 0.5)]}
+    reduced = []
+
+    def all_reduce(tensor, op):
+        reduced.append(op)
+        if op == distributed.dist.ReduceOp.MAX:
+            tensor.copy_(torch.maximum(tensor, other["flags"]))
+        else:
+            tensor.add_(torch.cat([g.reshape(-1) for g in other["grads"]]))
+
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    monkeypatch.setattr(distributed.dist, "all_reduce", all_reduce)
+    distributed.sum_gradients([both, other_only, neither])
+    assert torch.equal(both.grad, torch.tensor([[11.0, 12.0], [13.0, 14.0]]))
+    assert torch.equal(other_only.grad, torch.full((2, 2), 0.5)) and neither.grad is None
+    assert reduced == [distributed.dist.ReduceOp.MAX, distributed.dist.ReduceOp.SUM]
+
+
+@pytest.mark.parametrize("precision,device,expected", [
+    ("bf16", "cpu", True), ("auto", "cpu", False), ("auto", "cuda", True), ("fp32", "cuda", False),
+    ("fp32", "cpu", False), ("bf16", "cuda", True),
+])
+def test_bf16_autocast_is_asked_for_or_automatic_on_cuda_only(precision, device, expected):
+    from xkdbench.core.runtime import use_bf16
+
+    assert use_bf16(precision, torch.device(device)) is expected

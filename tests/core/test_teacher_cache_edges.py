@@ -201,3 +201,23 @@ def test_generated_tokens_add_up_over_calls_and_follow_the_explicit_temperature(
     second = ctx.sample_student(batch, num_samples=2)
     assert second.target_ids.shape[0] == 8
     assert int(ctx.generated_tokens) == int(first.target_mask.sum() + second.target_mask.sum())
+
+
+@pytest.mark.parametrize("top_k", [None, 4])
+def test_the_manifest_describes_the_cache(tmp_path, tokenizer, toy_data, top_k):
+    teacher = the_teacher(tokenizer, "llama")
+    rows = fixed_rows(toy_data, with_outputs=False)
+    build(tmp_path / "cache", teacher, toy_data, top_k=top_k, with_outputs=False)
+    manifest = json.loads((tmp_path / "cache" / MANIFEST).read_text())
+    vocab = teacher.model.get_output_embeddings().weight.shape[0]
+    unique = {(tuple(p), tuple(t)) for p, t in rows}
+    positions = sum(len(t) for _, t in unique)
+    assert {k: manifest[k] for k in ("format", "mode", "top_k", "vocab_size", "logprob_dtype", "token_id_dtype",
+                                     "rows", "positions", "precision")} == {
+        "format": 1, "mode": "exact" if top_k is None else "top_k", "top_k": vocab if top_k is None else top_k,
+        "vocab_size": vocab, "logprob_dtype": "float32" if top_k is None else "float16",
+        "token_id_dtype": None if top_k is None else "int16", "rows": len(unique), "positions": positions,
+        "precision": "fp32"}
+    assert manifest["bytes_per_position"] == pytest.approx(
+        sum(f["bytes"] for f in manifest["files"].values()) / positions)
+    assert 0 <= manifest["seconds"] < 60 and round(manifest["seconds"], 3) == manifest["seconds"]
