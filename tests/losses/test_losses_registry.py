@@ -66,3 +66,13 @@ def test_unknown_name_lists_the_known_names():
 def test_bad_parameters_are_value_errors_naming_the_range(name, params, message):
     with pytest.raises(ValueError, match=message):
         divergence_fn(name, **params)
+
+
+def test_error_messages_name_the_field_and_what_is_allowed():
+    from xkdbench.losses import divergence_parameters, generalized_jsd
+
+    logits = torch.zeros(1, 3)
+    with pytest.raises(ValueError, match=r"^beta must be a number in \[0, 1\], got 1.5$"):
+        generalized_jsd(logits, logits, beta=1.5)
+    with pytest.raises(UnknownNameError, match=r"^divergence: unknown divergence 'kl'; known divergences: forward_kl, jsd, "):
+        divergence_parameters("kl")
