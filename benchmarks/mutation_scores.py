@@ -4,7 +4,8 @@ For each module group below, a copy of the checkout is made under `--workdir` (d
 given its own mutmut configuration (the files to mutate and the fast tests that own them), and
 `mutmut run` mutates it there: each mutant runs only the tests that called the mutated function in
 mutmut's first, traced run. The working tree is never touched. A second run of this script reuses each
-group's finished mutants (mutmut keeps their results), so an interrupted run continues.
+group's finished mutants (mutmut keeps their results), so an interrupted run continues; `--retest` tests
+the earlier survivors again, after tests were added.
 
 Prints per group: mutants, killed (a failing test or a timeout), equivalent (listed with a reason in
 `tests/mutation_equivalent.yaml`), survived, the score = killed / (mutants - equivalent), and minutes.
@@ -81,11 +82,12 @@ def mutmut_run(copy: Path, names: list[str], children: int, log, check: bool = T
                    cwd=copy, check=check, stdout=log, stderr=subprocess.STDOUT)
 
 
-def run_group(copy: Path, children: int, sample: int | None, equivalent: dict, log) -> dict[str, str]:
+def run_group(copy: Path, children: int, sample: int | None, retest: bool, equivalent: dict,
+              log) -> dict[str, str]:
     """Test a group's mutants (all, or a seeded sample of them) and return {mutant name: status}.
 
-    mutmut keeps earlier verdicts, so when a group was run before, the mutants that were not killed then
-    are tested again against today's tests."""
+    mutmut keeps earlier verdicts; with `retest`, the mutants that were not killed are tested again
+    against today's tests (after tests were added)."""
     resumed = (copy / "mutants").is_dir()
     if sample is None:
         mutmut_run(copy, [], children, log)
@@ -99,9 +101,9 @@ def run_group(copy: Path, children: int, sample: int | None, equivalent: dict, l
         if untested:
             mutmut_run(copy, untested, children, log)
         status = {n: s for n, s in results(copy).items() if n in chosen}
-    retest = [n for n, s in status.items() if s not in KILLED and n not in equivalent]
-    if resumed and retest:
-        mutmut_run(copy, retest, children, log)
+    survivors = [n for n, s in status.items() if s not in KILLED and n not in equivalent]
+    if retest and survivors:
+        mutmut_run(copy, survivors, children, log)
         status = {n: s for n, s in results(copy).items() if n in status}
     return status
 
@@ -118,6 +120,8 @@ def main() -> None:
     parser.add_argument("groups", nargs="*", help=f"some of {', '.join(GROUPS)} (default: all)")
     parser.add_argument("--children", type=int, default=2, help="mutants tested at once (default 2)")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".mutation")
+    parser.add_argument("--retest", action="store_true",
+                        help="test the survivors of an earlier run again (after adding tests)")
     parser.add_argument("--sample", type=int, default=None,
                         help="test a seeded random sample of this many mutants per group: an estimate of the score "
                              "with its 95%% interval, for groups too large to mutate whole in one sitting")
@@ -133,7 +137,7 @@ def main() -> None:
     log = open(args.workdir / "mutmut.log", "a")  # mutmut's progress (it redraws one line)
     for group in args.groups:
         started = time.time()
-        status = run_group(prepare(group, args.workdir), args.children, args.sample, equivalent, log)
+        status = run_group(prepare(group, args.workdir), args.children, args.sample, args.retest, equivalent, log)
         minutes = (time.time() - started) / 60
         killed = sum(s in KILLED for s in status.values())
         equiv = [n for n, s in status.items() if s not in KILLED and n in equivalent]
