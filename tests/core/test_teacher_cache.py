@@ -196,8 +196,11 @@ def test_a_fixed_only_run_asking_about_a_sample_fails_loudly(tmp_path, tokenizer
     cache = build(tmp_path / "cache", teacher, toy_data)
     ctx = context(tiny_model(tokenizer, family, seed=1), None, cache)
     stranger = teacher.collate([toy_data.prompts[0]], [[teacher.eos_id]])
-    with pytest.raises(RuntimeError, match="no live teacher loaded: the teacher cache holds only the fixed"):
+    with pytest.raises(RuntimeError) as error:
         ctx.teacher_logits(stranger)
+    assert str(error.value) == (
+        "teacher logits were asked for with no live teacher loaded: the teacher cache holds only the fixed "
+        "training sequences; a method whose teacher_sequences are FIXED only must not ask about generated sequences")
 
 
 @pytest.mark.parametrize("method,settings,expected", [

@@ -84,6 +84,7 @@ def test_a_bf16_build_stores_the_autocast_teachers_log_probabilities(tmp_path, t
     torch.testing.assert_close(got, autocast[mask], rtol=0, atol=1e-5)
     assert (got - fp32.log_probs(fp32.find(batch), width)[mask]).abs().max() > 1e-3  # bf16 is not fp32
     assert not any(p.requires_grad for p in teacher.model.parameters())
+    assert [json.loads((tmp_path / n / MANIFEST).read_text())["precision"] for n in ("fp32", "bf16")] == ["fp32", "bf16"]
 
 
 def test_a_top_k_that_keeps_the_whole_vocabulary_is_refused(tmp_path, tokenizer):
