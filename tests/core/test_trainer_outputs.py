@@ -95,11 +95,14 @@ def test_broadcast_sends_rank_0s_parameters_and_buffers(two_ranks, monkeypatch):
 
 
 def test_the_context_autocasts_to_bf16_when_asked_on_any_device(tokenizer):
-    from tests.core.test_teacher_cache import context
+    from xkdbench.config import SamplingConfig
+    from xkdbench.core.context import TrainContext
 
-    ctx = context(tiny_model(tokenizer, "llama"), None)
-    with ctx.autocast():
+    def context(use_bf16):
+        return TrainContext(tiny_model(tokenizer, "llama"), None, SamplingConfig(), max_new_tokens=8,
+                            device=torch.device("cpu"), use_bf16=use_bf16, seed=0, total_steps=4, validate_every=2)
+
+    with context(False).autocast():
         assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.float32  # fp32 unless asked
-    ctx.use_bf16 = True
-    with ctx.autocast():
+    with context(True).autocast():
         assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.bfloat16
