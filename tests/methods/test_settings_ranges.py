@@ -1,0 +1,110 @@
+"""Every numeric setting's bounds, at the bound: each value is refused with a message that names the
+field (as `method_config` reports it) and the allowed interval, or accepted at the edge it includes."""
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+
+from xkdbench.config import ConfigError
+from xkdbench.methods import method_config
+
+# (method, settings, field, allowed interval); the settings' value is out of range
+REFUSED = [
+    ("token_divergence", {"loss_temperature": 0.0}, "loss_temperature", "(0, inf)"),
+    ("token_divergence", {"loss_temperature": -1.0}, "loss_temperature", "(0, inf)"),
+    ("xkd_div", {"ava_alpha": 0.0}, "ava_alpha", "(0, inf)"),
+    ("pbkd_offline", {"ml_fit_lr": 0.0}, "ml_fit_lr", "(0, inf)"),
+    ("pbkd_offline", {"reward_lr": 0.0}, "reward_lr", "(0, inf)"),
+    ("pbkd_offline", {"reward_weight_decay": -0.1}, "reward_weight_decay", "[0, inf)"),
+    ("pbkd_offline", {"reward_l2": -0.1}, "reward_l2", "[0, inf)"),
+    ("pbkd_offline", {"kl_weight": -0.1}, "kl_weight", "[0, inf)"),
+    ("bellman_distill", {"temperature": 0.0}, "temperature", "(0, inf)"),
+    ("distillm", {"schedule_steps": 0}, "schedule_steps", "[1, inf)"),
+    ("amm", {"on_policy_weight": -0.1}, "on_policy_weight", "[0, 1]"),
+    ("amm", {"on_policy_weight": 1.5}, "on_policy_weight", "[0, 1]"),
+    ("amm", {"adversary_lr": 0.0}, "adversary_lr", "(0, inf)"),
+    ("amm", {"num_samples": 0}, "num_samples", "[1, inf)"),
+]
+
+
+@pytest.mark.parametrize("method,settings,field,interval", REFUSED)
+def test_an_out_of_range_setting_is_refused_naming_it(method, settings, field, interval):
+    value = settings[field]
+    message = f"methods[0].settings.{field}: {value!r} is out of range; allowed: {interval}"
+    with pytest.raises(ConfigError, match="^" + re.escape(message) + "$"):
+        method_config(method, settings, "methods[0].settings")
+
+
+@pytest.mark.parametrize("method,settings", [
+    ("pbkd_offline", {"reward_weight_decay": 0.0, "reward_l2": 0.0, "kl_weight": 0.0}),
+    ("amm", {"on_policy_weight": 0.0}), ("amm", {"on_policy_weight": 1.0}),
+    ("distillm", {"schedule_steps": 1}),
+])
+def test_the_closed_edges_are_accepted(method, settings):
+    config = method_config(method, settings, "methods[0].settings")
+    assert all(getattr(config, k) == v for k, v in settings.items())
+
+
+def test_an_unknown_method_names_the_entry_not_its_settings():
+    with pytest.raises(Exception, match=r"^methods\[2\]\.method: unknown method 'nope'; known methods: "):
+        method_config("nope", {}, "methods[2].settings")
+
+
+# -- pieces the methods' own tests left at one setting ------------------------------------------------
+def test_an_unknown_q_map_is_refused_naming_the_choices():
+    import torch
+
+    from xkdbench.methods.xkd_reward import Q_MAPS, q_values
+
+    with pytest.raises(ConfigError, match="^" + re.escape(f"q_map: 'bad' is not allowed; allowed: {', '.join(Q_MAPS)}")):
+        q_values(torch.zeros(1, 2, 5), torch.zeros(1, 2, dtype=torch.long), "bad")
+
+
+def test_code_advantages_of_one_token_targets():
+    """One token each: G = r (divided by 1), whitened over the batch: (r - mean) / sqrt(var + 1e-8)."""
+    import torch
+
+    from xkdbench.methods.minillm import code_advantages
+
+    rewards = torch.tensor([[1.0], [3.0]])
+    out = code_advantages(rewards, torch.ones(2, 1), discount=0.9)
+    std = torch.tensor(2.0).sqrt()  # unbiased variance of (1, 3) is 2
+    torch.testing.assert_close(out, torch.tensor([[-1.0], [1.0]]) / (std ** 2 + 1e-8).sqrt())
+
+
+def test_soft_q_of_bf16_logits_is_computed_in_float32():
+    import torch
+
+    from xkdbench.methods.bellman_distill import soft_q
+
+    logits = torch.randn(2, 3, 7, generator=torch.Generator().manual_seed(0)).bfloat16()
+    q = soft_q(logits, temperature=0.7, q_floor=-5.0)
+    assert q.dtype == torch.float32
+    torch.testing.assert_close(q, soft_q(logits.float(), temperature=0.7, q_floor=-5.0), rtol=0, atol=0)
+
+
+def test_amm_fully_on_policy_trains(tmp_path, tokenizer, toy_data):
+    """on_policy_weight 1: every row is the student's sample, no gold token is counted."""
+    from tests.core.test_trainer import run
+
+    _, summary = run(tokenizer, "llama", toy_data, tmp_path, method="amm", settings={"on_policy_weight": 1.0},
+                     steps=2)
+    records = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert summary["generated_tokens"] > 0 and all(math.isfinite(r["loss"]) for r in records)
+
+
+def test_loading_a_pbkd_reward_leaves_the_student_unchanged(tmp_path, tokenizer):
+    import torch
+
+    from tests.conftest import tiny_model
+    from xkdbench.methods.pbkd import REWARD_NAME, RewardModel, load_learned_reward
+
+    student = tiny_model(tokenizer, "llama", seed=1)
+    other = RewardModel(tiny_model(tokenizer, "llama", seed=7).model, student.tokenizer)
+    torch.save(other.state_dict(), tmp_path / f"{REWARD_NAME}.pt")
+    before = {k: v.clone() for k, v in student.model.state_dict().items()}
+    load_learned_reward(tmp_path, student)
+    assert all(torch.equal(before[k], v) for k, v in student.model.state_dict().items())
