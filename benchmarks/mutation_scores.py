@@ -35,7 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # (torchrun, the workflow) are left out: those processes import the unmutated package.
 GROUPS = {
     "losses": (["xkdbench/losses/*"], ["tests/losses/"]),
-    "methods": (["xkdbench/methods/*"], ["tests/methods/"]),
+    # methods: with the test of which sequences each method asks the teacher about (a teacher-cache test)
+    "methods": (["xkdbench/methods/*"], ["tests/methods/", "tests/core/test_teacher_cache.py::"
+                                         "test_each_method_declares_the_sequences_it_asks_the_teacher_about"]),
     # core: with MiniLLM's tests (mixture sampling) and the sampling settings' tests of the methods
     "core": (["xkdbench/core/*"], ["tests/core/", "tests/methods/test_minillm.py",
                                    "tests/methods/test_methods_independent.py"]),

@@ -108,3 +108,29 @@ def test_loading_a_pbkd_reward_leaves_the_student_unchanged(tmp_path, tokenizer)
     before = {k: v.clone() for k, v in student.model.state_dict().items()}
     load_learned_reward(tmp_path, student)
     assert all(torch.equal(before[k], v) for k, v in student.model.state_dict().items())
+
+
+@pytest.mark.parametrize("method,settings,training,message", [
+    ("pbkd_online", {"rounds": 5}, {"steps": 4},
+     "distill.steps: 4 steps cannot hold 5 preference rounds (rounds must be at most the steps)"),
+    ("mm_pbkd", {"rounds": 5}, {"steps": 4},
+     "distill.steps: 4 steps cannot hold 5 preference rounds (rounds must be at most the steps)"),
+    ("distillm", {}, {"validate_every": 0},
+     "distill.validate_every: 0 is not allowed for distillm; allowed: >= 1 (its adaptive schedule moves only on "
+     "validation losses)"),
+])
+def test_training_settings_a_method_cannot_run_with_are_refused(method, settings, training, message):
+    from xkdbench.config import TrainingConfig
+    from xkdbench.methods import METHODS
+
+    with pytest.raises(ConfigError, match="^" + re.escape(message) + "$"):
+        METHODS.get(method).check_training(method_config(method, settings), TrainingConfig(**training), "distill")
+
+
+def test_oracle_preference_labels_are_refused_saying_why():
+    with pytest.raises(ConfigError, match=re.escape(
+            "m.preference_labels: 'oracle' is not available; allowed: 'teacher'. Labelling a pair by the task's "
+            "oracle score needs the task and the input's record (the oracle scores a text against its example), and "
+            "a method sees token ids only (TrainExamples: gold and teacher outputs); the core would have to pass the "
+            "task and each row's example to the method")):
+        method_config("pbkd_offline", {"preference_labels": "oracle"}, "m")
