@@ -78,9 +78,12 @@ def two_ranks(monkeypatch):
     monkeypatch.setattr(distributed.dist, "get_rank", lambda: 1)
 
 
-def test_rank_and_shard_of_rank_1_of_2(two_ranks):
+def test_rank_and_shard_of_rank_1_of_2(two_ranks, monkeypatch):
     assert (distributed.rank(), distributed.world_size(), distributed.is_main_process()) == (1, 2, False)
     assert distributed.shard(list(range(8))) == [4, 5, 6, 7]
+    monkeypatch.setattr(distributed.dist, "get_rank", lambda: 0)
+    assert distributed.shard(list(range(8))) == [0, 1, 2, 3]
+    monkeypatch.setattr(distributed.dist, "get_rank", lambda: 1)
     with pytest.raises(ValueError, match=r"^training.batch_size: 7 examples per micro-batch do not split over 2 "
                                          r"processes; allowed: a multiple of 2$"):
         distributed.shard(list(range(7)))

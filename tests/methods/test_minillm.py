@@ -69,9 +69,12 @@ def reference_mixture(student, teacher, prompts, weight, max_new_tokens):
     return mask_after_first_eos(ids, student.eos_id, student.pad_id)
 
 
+@pytest.mark.parametrize("decoder", ["lean", "hf"])
 @pytest.mark.parametrize("weight", [0.0, 0.3])
-def test_mixture_sampling_equals_a_reference_loop(tokenizer, family, toy_data, weight):
+def test_mixture_sampling_equals_a_reference_loop(tokenizer, family, toy_data, weight, decoder):
+    """Both incremental decoders: the suite's lean one and Hugging Face's KV cache (for other models)."""
     student, teacher = tiny_model(tokenizer, family, seed=1), tiny_model(tokenizer, family, seed=2, width=48)
+    student.decoder = teacher.decoder = decoder
     favour_eos(student), favour_eos(teacher)
     prompts = StepLoader(toy_data, student, batch_size=8, grad_accum=1, seed=0).step_examples(0)[0].gold
     torch.manual_seed(3)
