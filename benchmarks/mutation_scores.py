@@ -91,23 +91,19 @@ def run_group(copy: Path, children: int, sample: int | None, retest: bool, equiv
     mutmut keeps earlier verdicts; with `retest`, the mutants that were not killed are tested again
     against today's tests (after tests were added)."""
     resumed = (copy / "mutants").is_dir()
-    if sample is None:
-        mutmut_run(copy, [], children, log)
-        status = results(copy)
-    else:
-        if not resumed:  # generate the mutants and trace the tests without testing any mutant
-            mutmut_run(copy, ["xkdbench.no_such_mutant"], children, log, check=False)
-        everything = results(copy)
-        chosen = sorted(random.Random(0).sample(sorted(everything), min(sample, len(everything))))
-        untested = [n for n in chosen if everything[n] == "not checked"]
-        if untested:
-            mutmut_run(copy, untested, children, log)
-        status = {n: s for n, s in results(copy).items() if n in chosen}
-    survivors = [n for n, s in status.items() if s not in KILLED and n not in equivalent]
+    if not resumed:  # generate the mutants and trace the tests without testing any mutant yet
+        mutmut_run(copy, ["xkdbench.no_such_mutant"], children, log, check=False)
+    everything = results(copy)
+    chosen = sorted(everything) if sample is None else \
+        sorted(random.Random(0).sample(sorted(everything), min(sample, len(everything))))
+    survivors = [n for n in chosen if everything[n] not in (*KILLED, "not checked") and n not in equivalent]
     if retest and survivors:
+        # first: a changed configuration makes mutmut drop every verdict, and the pass below redoes them
         mutmut_run(copy, survivors, children, log)
-        status = {n: s for n, s in results(copy).items() if n in status}
-    return status
+    untested = [n for n, s in results(copy).items() if n in set(chosen) and s == "not checked"]
+    if untested:
+        mutmut_run(copy, [] if sample is None else untested, children, log)
+    return {n: s for n, s in results(copy).items() if n in set(chosen)}
 
 
 def results(copy: Path) -> dict[str, str]:
