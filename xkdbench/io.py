@@ -123,7 +123,7 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> None:
 
 
 def _damaged(path: str | os.PathLike, what: str) -> IntegrityError:
-    return IntegrityError(f"{path}: {what}; the file is damaged or was cut short. {rebuild_hint(path)}")
+    return IntegrityError(f"{path}: {what}; the file is damaged or was cut short; {rebuild_hint(path)}")
 
 
 def read_json(path: str | os.PathLike) -> Any:
