@@ -448,6 +448,15 @@ def _reward_diagnostic(cfg, task_name, task, examples, model, reward_fn, records
                                      max_target_tokens=task_cfg.max_target_tokens)
 
 
+def _external_cell(cfg: ExperimentConfig, method: str, fraction: float, why: str):
+    """The config entry of an external variant's cell, refusing a variant the suite trains and a bad fraction."""
+    entry = cfg.method(method)
+    if not entry.external:
+        raise ConfigError(f"--method: {method!r} is trained by the suite (method {entry.method!r}); {why}")
+    check_range("--fraction", fraction, 0, 1, low_open=True)
+    return entry
+
+
 def cell_inputs(config, *, task: str, method: str, data: PathLike, tokenizer: PathLike, teacher: PathLike,
                 student: PathLike, out: PathLike, fraction: float = 1.0, seed: int = 0,
                 teacher_outputs: PathLike | None = None) -> dict:
@@ -462,11 +471,7 @@ def cell_inputs(config, *, task: str, method: str, data: PathLike, tokenizer: Pa
     from xkdbench.external import resolve_settings, uses_teacher_outputs
 
     cfg, config_path = _config(config)
-    entry = cfg.method(method)
-    if not entry.external:
-        raise ConfigError(f"--method: {method!r} is trained by the suite (method {entry.method!r}); cell-inputs "
-                          "writes the inputs of an external method's rule")
-    check_range("--fraction", fraction, 0, 1, low_open=True)
+    entry = _external_cell(cfg, method, fraction, "cell-inputs writes the inputs of an external method's rule")
     task_cfg = cfg.task(task)
     paths = {"data": data, "tokenizer": tokenizer, "teacher": teacher, "student": student}
     paths = {name: str(_existing(path, f"--{name}")) for name, path in paths.items()}
@@ -501,11 +506,8 @@ def evaluate_external(config, *, task: str, method: str, data: PathLike, checkpo
     from xkdbench.external import check_outputs
 
     cfg, _ = _config(config)
-    entry = cfg.method(method)
-    if not entry.external:
-        raise ConfigError(f"--method: {method!r} is trained by the suite (method {entry.method!r}) and evaluated by "
-                          "its distill job; --method is for the cells of an external method")
-    check_range("--fraction", fraction, 0, 1, low_open=True)
+    entry = _external_cell(cfg, method, fraction, "its distill job evaluates it; --method is for the cells of an "
+                                                  "external method")
     checkpoint = Path(checkpoint)
     check_outputs(checkpoint, entry, cfg.training("distill", task).steps)
     with_samples = samples_at(cfg, fraction)
