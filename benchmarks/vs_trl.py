@@ -2,6 +2,7 @@
 
     pip install -e ".[bench]"     # TRL, pinned (pyproject.toml, extra `bench`)
     python benchmarks/vs_trl.py --steps 30 --warmup 3 --settings on,off --threads 1
+    python benchmarks/vs_trl.py --settings off --teacher-cache top_k   # off-policy as the study runs it
 
 Both trainers run in the same process, one after the other, per setting: on-policy (lambda 1, every step
 trains on the student's own samples) and off-policy (lambda 0, every step on the gold targets). Printed
@@ -14,7 +15,8 @@ stretch far less than the wall time; --rounds N runs each trainer N times (alter
 first) and prints median timings. Exit status 1 if a check fails:
   - each trainer's loss falls (last step below the first);
   - on-policy, the mean sampled lengths agree within --length-tolerance (relative);
-  - off-policy, the first step's losses agree (same weights, same batch) within --first-loss-tolerance.
+  - off-policy, the first step's losses agree (same weights, same batch) within --first-loss-tolerance
+    (with the live teacher or the exact teacher cache; a top-k cache changes the loss by design).
 
 What is the same on both sides
   - the models: the config's student and teacher (default: llama d_model 64 / 2 layers / 2 heads / d_ff 256
@@ -54,6 +56,14 @@ TRL defaults overridden here, because they would make the comparison unfair or u
   (128), lr_scheduler_type (linear decay), the random sampler, logging every 10 steps, saving, reporting to
   trackers and the progress bar. Dropout: TRL's disable_dropout (default on) zeroes the dropout
   probabilities, the suite trains in eval mode; the llama models here have no dropout either way.
+
+The teacher cache (--teacher-cache exact or top_k, off by default). The suite's off-policy cells in a study read
+the teacher's distributions on the fixed training sequences from the task's teacher cache (README, "Teacher
+cache"), built once per task and shared by every off-policy variant and seed, so they do no teacher forward
+pass. With this option the benchmark builds that cache for its examples before the runs (untimed; its build
+seconds are printed, the cost a study pays once per task) and the suite's run reads it, as the study's
+cells do. TRL has no such cache: its off-policy step runs the teacher. On-policy steps train on fresh samples,
+which no cache holds, so the option changes only the off-policy setting.
 
 What still differs, by design of each trainer:
   - padding: the suite left-pads prompts and right-pads targets (prompt and target kept apart, position
@@ -97,6 +107,7 @@ import torch
 from xkdbench.config import SamplingConfig, TrainingConfig, load_config
 from xkdbench.core.data import StepLoader, TrainData
 from xkdbench.core.runtime import set_threads
+from xkdbench.core.teacher_cache import TeacherCache, build_teacher_cache
 from xkdbench.core.trainer import TrainSetup, train
 from xkdbench.methods import METHODS, method_config
 from xkdbench.methods.gkd import GKD, GKDConfig
@@ -237,6 +248,7 @@ def run_suite(fixture: Fixture, fraction: float, total_steps: int, args) -> Reco
         method_config=GKDConfig(divergence="jsd", beta=args.beta, student_data_fraction=fraction),
         student=student, data=fixture.data, training=training, seed=args.seed, device=torch.device("cpu"),
         precision="fp32", teacher=teacher, sampling=fixture.sampling, max_new_tokens=fixture.max_new_tokens,
+        teacher_cache=fixture.teacher_cache,
     )
     with tempfile.TemporaryDirectory() as out:  # the final model is saved after the timed steps
         train(setup, out)
@@ -352,6 +364,23 @@ class Fixture:
     training: TrainingConfig
     sampling: SamplingConfig
     max_new_tokens: int
+    teacher_cache: TeacherCache | None = None
+
+
+def add_teacher_cache(fixture: Fixture, directory: Path, mode: str, top_k: int) -> Fixture:
+    """Build the teacher's cache on the fixture's examples (as the workflow's teacher_cache rule does for a
+    task: eval mode, fp32 here, batches of 64) and open it, verified, for the suite's runs."""
+    identity = {"teacher": "vs_trl fixture", "tokenizer": "vs_trl fixture", "data": "vs_trl fixture",
+                "max_prompt_tokens": None, "max_target_tokens": None, "teacher_outputs": None}
+    rows = list(zip(fixture.data.prompts, fixture.data.targets, strict=True))
+    manifest = build_teacher_cache(load_model(fixture.teacher_dir), rows, directory, top_k=top_k if mode == "top_k" else None,
+                                   batch_size=64, device=torch.device("cpu"), use_bf16=False, identity=identity)
+    print(f"teacher cache ({mode}{f' k={top_k}' if mode == 'top_k' else ''}): {manifest['rows']} rows, "
+          f"{manifest['positions']} positions, {manifest['bytes_per_position']:.0f} bytes per position, "
+          f"built in {manifest['seconds']:.1f}s (once per task in a study; not timed below)")
+    cache = TeacherCache.open(directory, expect={k: v for k, v in identity.items() if k != "teacher_outputs"},
+                              mode=mode, top_k=top_k, where="--teacher-cache")
+    return dataclasses.replace(fixture, teacher_cache=cache)
 
 
 def build_fixture(args, directory: Path) -> Fixture:
@@ -421,6 +450,10 @@ def report(setting: str, runs: dict[str, list[Record]], args, failures: list[str
         close = abs(a - b) <= args.length_tolerance * max(a, b)
         print(f"  mean sampled length (tokens, EOS included): suite {a:.1f}, TRL {b:.1f}: "
               f"{check(close, f'{setting}: sampled lengths differ', failures)}")
+    elif args.teacher_cache == "top_k":  # the suite trains on the truncated teacher: its loss differs by design
+        a, b = losses["suite"][0], losses["TRL"][0]
+        print(f"  first-step loss on the same batch and weights: suite {a:.6f} (top-{args.top_k} teacher), TRL {b:.6f} "
+              f"(full teacher), {100 * (a - b) / b:+.1f}%: not compared (run --teacher-cache exact to compare)")
     else:
         a, b = losses["suite"][0], losses["TRL"][0]
         close = abs(a - b) <= args.first_loss_tolerance * max(abs(a), abs(b))
@@ -441,6 +474,9 @@ def main() -> int:
                         help="the suite's sampler: its default, its lean decoder, or Hugging Face generate (as TRL)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="runs of each trainer per setting, alternating which goes first; timings are their medians")
+    parser.add_argument("--teacher-cache", choices=["live", "exact", "top_k"], default="live",
+                        help="the suite's off-policy steps: the live teacher, or the teacher cache (built once, untimed)")
+    parser.add_argument("--top-k", type=int, default=64, help="tokens per position kept by --teacher-cache top_k")
     parser.add_argument("--beta", type=float, default=0.9, help="JSD beta in this suite's convention")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--teacher-steps", type=int, default=100,
@@ -465,11 +501,13 @@ def main() -> int:
     failures: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         fixture = build_fixture(args, Path(tmp))
+        if args.teacher_cache != "live":
+            fixture = add_teacher_cache(fixture, Path(tmp) / "teacher_cache", args.teacher_cache, args.top_k)
         print(f"task={args.task} examples={len(fixture.data)} vocabulary={len(fixture.tokenizer)} "
               f"batch={fixture.training.batch_size} lr={fixture.training.lr:g} beta={args.beta:g} "
               f"(TRL beta {trl_beta(args.beta):g}) max_new_tokens={fixture.max_new_tokens} "
               f"temperature={fixture.sampling.sampling_temperature:g} threads={torch.get_num_threads()} "
-              f"steps={args.steps} after {args.warmup} warm-up | torch {torch.__version__} trl {trl.__version__}")
+              f"steps={args.steps} after {args.warmup} warm-up teacher={args.teacher_cache} | torch {torch.__version__} trl {trl.__version__}")
         for setting in settings:
             runs: dict[str, list[Record]] = {"suite": [], "TRL": []}
             for round_ in range(args.rounds):

@@ -2,8 +2,9 @@
 
 Prints, per rule (and per task and method variant for the cells), the number of finished jobs and
 their summed and mean wall-clock seconds (start to finish as Snakemake logged them, so each includes
-the process start and any wait for the shared cores), plus the span of the logs. An interrupted run
-continued by the same command has several logs; give them all:
+the process start and any wait for the shared cores), plus the span of the logs and how many jobs ran
+at once over it: the minutes with a core left idle are where a stage ran alone (or Snakemake waited).
+An interrupted run continued by the same command has several logs; give them all:
 
     python benchmarks/workflow_times.py .snakemake/log/*.snakemake.log
 """
@@ -38,8 +39,20 @@ def finished_jobs(log: Path) -> tuple[list[dict], datetime.datetime | None, date
             started[current]["wildcards"] = dict(kv.split("=", 1) for kv in m.group(1).split(", "))
         elif (m := FINISHED.match(line)) and m.group(1) in started:
             job = started.pop(m.group(1))
-            jobs.append({**job, "seconds": (now - job["start"]).total_seconds()})
+            jobs.append({**job, "end": now, "seconds": (now - job["start"]).total_seconds()})
     return jobs, first, now
+
+
+def concurrency(jobs: list[dict]) -> dict[int, float]:
+    """{number of jobs running: seconds} over the span from the first job's start to the last job's end."""
+    events = sorted([(job["start"], 1) for job in jobs] + [(job["end"], -1) for job in jobs], key=lambda e: (e[0], e[1]))
+    seconds: dict[int, float] = defaultdict(float)
+    running, previous = 0, None
+    for when, change in events:
+        if previous is not None:
+            seconds[running] += (when - previous).total_seconds()
+        running, previous = running + change, when
+    return dict(seconds)
 
 
 def main() -> None:
@@ -66,7 +79,11 @@ def main() -> None:
     for rule, seconds in sorted(by_rule.items(), key=lambda kv: -sum(kv[1])):
         print(f"{rule:24s} {len(seconds):5d} {sum(seconds) / 60:12.1f} {sum(seconds) / len(seconds):8.1f}")
     print(f"{'all':24s} {len(jobs):5d} {total / 60:12.1f}   (/{args.cores} cores = {total / 60 / args.cores:.1f} min)")
-    print(f"\n{'cells: task':16s} {'method':20s} {'jobs':>5s} {'mean s':>8s}")
+    busy = concurrency(jobs)
+    span = sum(busy.values())
+    print("\njobs running at once: " + ", ".join(f"{n}: {busy[n] / 60:.1f} min" for n in sorted(busy))
+          + f" (of {span / 60:.1f} min from the first start to the last finish)")
+    print(f"{'cells: task':16s} {'method':20s} {'jobs':>5s} {'mean s':>8s}")
     for (task, method), seconds in sorted(by_cell.items(), key=lambda kv: (kv[0][0], -sum(kv[1]))):
         print(f"{task:16s} {method:20s} {len(seconds):5d} {sum(seconds) / len(seconds):8.1f}")
 

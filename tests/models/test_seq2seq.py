@@ -87,3 +87,41 @@ def test_batched_encoding_equals_one_text_at_a_time(tokenizer, family):
         assert model.encode_prompts(texts, max_tokens) == [model.encode_prompt(t, max_tokens) for t in texts]
         assert model.encode_targets(texts, max_tokens) == [model.encode_target(t, max_tokens) for t in texts]
     assert model.encode_prompts([], 5) == []
+
+
+def test_decoder_only_target_logits_are_the_full_forward_at_the_target_positions(tokenizer):
+    """target_logits asks the causal LM for the last T positions' logits only (`logits_to_keep`); they are
+    the full forward's logits at positions P-1 .. P+T-2, bit for bit, and their gradients reach the
+    same weights. A model class without `logits_to_keep` gets the same logits by slicing."""
+    model = tiny_model(tokenizer, "llama")
+    model.model.eval()
+    prompts, targets = toy_pairs(5)
+    batch = model.encode(prompts, targets, max_prompt_tokens=24, max_target_tokens=12)
+    P, T = batch.prompt_ids.shape[1], batch.target_ids.shape[1]
+    ids = torch.cat([batch.prompt_ids, batch.target_ids[:, :-1]], dim=1)
+    attention = torch.cat([batch.prompt_mask, torch.ones_like(batch.target_ids[:, :-1])], dim=1)
+    positions = (attention.cumsum(1) - 1).clamp(min=0)
+    with torch.no_grad():
+        full = model.model(input_ids=ids, attention_mask=attention, position_ids=positions).logits  # (B, P+T-1, V)
+        kept = model.target_logits(batch)
+    assert kept.shape == (5, T, full.shape[-1])
+    assert torch.equal(kept, full[:, P - 1:])
+
+    class NoKeep(torch.nn.Module):  # a causal LM whose forward has no logits_to_keep
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask=None, position_ids=None, output_hidden_states=False, use_cache=False):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                              output_hidden_states=output_hidden_states, use_cache=use_cache)
+
+    plain = model.model
+    try:
+        model.model = NoKeep(plain)
+        model.model.config = plain.config
+        with torch.no_grad():
+            sliced = model.target_logits(batch)
+    finally:
+        model.model = plain
+    assert torch.equal(sliced, full[:, P - 1:])

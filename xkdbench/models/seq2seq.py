@@ -10,7 +10,9 @@ The rest of the suite calls `target_logits` and `generate` and never asks which 
 from __future__ import annotations
 
 import json
+import inspect
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -97,9 +99,12 @@ class Seq2SeqLM:
             attention = torch.cat([batch.prompt_mask, torch.ones_like(batch.target_ids[:, :-1])], dim=1)
             # left padding: positions count real tokens only, as `generate` does
             positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
+            # only the last T positions need the output layer (a third of the default student's compute
+            # per token); the logits are bit for bit those of the full forward, sliced
+            keep = {"logits_to_keep": batch.target_ids.shape[1]} if _keeps_logits(self.model) else {}
             out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
-                             output_hidden_states=with_hidden, use_cache=False)
-            logits = out.logits[:, prompt_len - 1:]  # position P-1+t predicts target token t
+                             output_hidden_states=with_hidden, use_cache=False, **keep)
+            logits = out.logits[:, -batch.target_ids.shape[1]:]  # position P-1+t predicts target token t
             hidden = out.hidden_states[-1][:, prompt_len - 1:] if with_hidden else None
         return (logits, hidden) if with_hidden else logits
 
@@ -190,3 +195,14 @@ def load_model(name_or_dir: str | Path, tokenizer=None, *, dtype: torch.dtype | 
     auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
     model = auto.from_pretrained(str(name_or_dir), dtype=dtype or torch.float32)
     return Seq2SeqLM(model, tokenizer if tokenizer is not None else load_tokenizer(name_or_dir, verify=False))
+
+
+@cache
+def _forward_parameters(model_class: type) -> frozenset[str]:
+    return frozenset(inspect.signature(model_class.forward).parameters)
+
+
+def _keeps_logits(model) -> bool:
+    """Whether the causal LM's forward takes `logits_to_keep` (transformers' causal LMs since 4.50; a model
+    class without it computes every position's logits, which target_logits then slices)."""
+    return "logits_to_keep" in _forward_parameters(type(model))
