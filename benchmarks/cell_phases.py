@@ -117,6 +117,11 @@ def child(args) -> dict:
                 "--student", str(results / "student_init" / args.task / f"seed{args.seed}" / "model"),
                 "--teacher-outputs", str(results / "teacher_outputs" / f"{args.task}.jsonl"),
                 "--threads", str(args.threads), "--out", out, "--evaluate"]
+        cache = results / "teacher_cache" / args.task
+        from xkdbench.config import load_config
+
+        if load_config(results / "config.yaml").teacher_cache.enabled and cache.is_dir():  # as the rule passes it
+            argv[-4:-4] = ["--teacher-cache", str(cache)]
         with clock.phase("other"):
             code = cli.main(argv)
         if code:

@@ -91,7 +91,16 @@ def _train(stage: str, cfg: ExperimentConfig, arguments: dict, *, task_name: str
     task_cfg = cfg.task(task_name)
     task = load_task(cfg, task_name, data)
     device, _ = runtime(cfg, threads)
-    _, prompts, targets = split_texts(task, split, fraction)
+    examples, prompts, targets = split_texts(task, split, fraction)
+    method_cls, method_settings = METHODS.get(method_key), method_config(method_key, settings)
+    oracle = None
+    if method_cls.needs_oracle(method_settings):
+        if not task.has_oracle:
+            raise ConfigError(f"config.tasks.{task_name}.source: {task_cfg.source!r} has no oracle, and method "
+                              f"{method_key} with these settings scores its training texts with it (embedded tasks only)")
+
+        def oracle(indices: list[int], texts: list[str]) -> list[float]:
+            return [task.oracle_score(examples[i], text) for i, text in zip(indices, texts, strict=True)]
     data_ = TrainData.from_texts(student, prompts, targets, max_prompt_tokens=task_cfg.max_prompt_tokens,
                                  max_target_tokens=task_cfg.max_target_tokens, teacher_outputs=teacher_outputs)
     training = cfg.training(section, task_name)
@@ -101,7 +110,7 @@ def _train(stage: str, cfg: ExperimentConfig, arguments: dict, *, task_name: str
         validation = TrainData.from_texts(student, val_prompts, val_targets, max_prompt_tokens=task_cfg.max_prompt_tokens,
                                           max_target_tokens=task_cfg.max_target_tokens)
     setup = TrainSetup(
-        method_cls=METHODS.get(method_key), method_config=method_config(method_key, settings),
+        method_cls=method_cls, method_config=method_settings, oracle=oracle,
         student=student, data=data_, training=training, seed=seed, validation=validation,
         device=device, precision=cfg.precision, teacher=teacher, sampling=cfg.sampling,
         max_new_tokens=task_cfg.max_target_tokens, stream=stream, teacher_cache=teacher_cache,

@@ -239,3 +239,17 @@ def test_resume_equals_uninterrupted(tmp_path, tokenizer, family, toy_data, sett
 
 def test_no_learned_reward():
     assert METHODS.get("amm").learned_reward(Path("."), method_config("amm", {}), None) is None
+
+
+@pytest.mark.parametrize("settings,expected", [
+    ({}, {"fixed", "sampled"}),  # learned adversary: the teacher's hidden states, live on both kinds
+    ({"adversary": "closed_form", "on_policy_weight": 0.0}, {"fixed"}),
+    ({"adversary": "closed_form", "on_policy_weight": 1.0}, {"sampled"}),
+    ({"adversary": "closed_form", "on_policy_weight": 0.5}, {"fixed", "sampled"}),
+])
+def test_which_sequences_amm_asks_the_teacher_about(settings, expected):
+    from xkdbench.methods import FIXED, SAMPLED
+
+    names = {FIXED: "fixed", SAMPLED: "sampled"}
+    got = METHODS.get("amm").teacher_sequences(method_config("amm", settings))
+    assert {names[s] for s in got} == expected

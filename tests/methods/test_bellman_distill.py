@@ -86,6 +86,20 @@ def test_code_form_is_the_public_code(top_p):
     torch.testing.assert_close(g_ours, g_ref, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("gamma", [0.0, 0.5])
+def test_gamma_reaches_both_forms(gamma):
+    """gamma away from its default reaches the loss: the code form against the public code at that gamma
+    (the by-hand textbook case has V(s') = 0, where gamma does nothing)."""
+    student, teacher, ids, mask = fixed_inputs()
+    epsilon = 2.0 ** -20
+    args = SimpleNamespace(top_p=0.8, epsilon=epsilon, temperature=1.0)
+    ours = bellman_distill_loss(student, teacher, ids, mask, epsilon=epsilon, expert_term="code", gamma=gamma)
+    assert ours.item() == pytest.approx(public_code_loss(student, teacher, mask, args, gamma=gamma).item(),
+                                        rel=1e-12, abs=1e-12)
+    at_default = bellman_distill_loss(student, teacher, ids, mask, epsilon=epsilon, expert_term="code")
+    assert abs(ours.item() - at_default.item()) > 1e-6
+
+
 def test_code_form_stays_finite_where_the_public_code_is_nan():
     student, teacher, ids, mask = fixed_inputs()
     args = SimpleNamespace(top_p=0.8, epsilon=0.0, temperature=1.0)

@@ -150,7 +150,8 @@ def test_resume_equals_uninterrupted(tmp_path, tokenizer, family, toy_data):
 
 def test_refuses_a_run_whose_schedule_cannot_move_or_end(tokenizer):
     config = method_config("distillm", {})
-    with pytest.raises(ConfigError, match="distill.validate_every"):
+    with pytest.raises(ConfigError, match=r"^distill\.validate_every: 0 is not allowed for distillm; allowed: >= 1 "
+                                          r"\(its adaptive schedule moves only on validation losses\)$"):
         METHODS.get("distillm")(config, context(tokenizer, "llama", validate_every=0, total_steps=10))
     with pytest.raises(ConfigError, match="schedule_steps"):
         METHODS.get("distillm")(config, context(tokenizer, "llama"))

@@ -67,6 +67,12 @@ def test_seqkd_trains_on_cached_teacher_outputs(tokenizer, family, toy_data):
     assert torch.equal(batch.target_ids, examples.teacher_output.target_ids)
     assert METHODS.get("seqkd").uses_teacher_outputs(seqkd.config)
     assert not METHODS.get("seqkd").needs_teacher(seqkd.config)
+    # its one loss term is the token NLL of the teacher's outputs, logged as `nll`
+    terms = seqkd.loss(batch)
+    assert list(terms) == ["nll"]
+    logp = torch.log_softmax(seqkd.ctx.student.target_logits(batch), dim=-1)
+    expected = -logp.gather(-1, batch.target_ids[..., None]).squeeze(-1)
+    torch.testing.assert_close(terms["nll"], expected)
 
 
 @pytest.mark.parametrize("method,settings,field", [

@@ -53,7 +53,7 @@ def test_rewards_and_advantages_follow_their_definitions():
 @pytest.mark.parametrize("settings,field", [({"adversary": "closed_form"}, "adversary"),
                                             ({"on_policy_weight": 0.0}, "on_policy_weight"),
                                             ({"rounds": 0}, "rounds"),
-                                            ({"preference_labels": "oracle"}, "preference_labels")])
+                                            ({"preference_labels": "human"}, "preference_labels")])
 def test_bad_settings_name_the_field(settings, field):
     with pytest.raises(ConfigError, match=field):
         method_config("mm_pbkd", settings, "config.methods[0].settings")

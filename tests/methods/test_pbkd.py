@@ -58,7 +58,7 @@ def test_rounds_are_spread_over_the_run():
 
 
 @pytest.mark.parametrize("method,settings,field", [
-    ("pbkd_offline", {"preference_labels": "oracle"}, "preference_labels"),
+    ("pbkd_offline", {"preference_labels": "human"}, "preference_labels"),
     ("pbkd_online", {"num_samples": 1}, "num_samples"),
     ("pbkd_online", {"rounds": 0}, "rounds"),
     ("pbkd_offline", {"rounds": 2}, "rounds"),  # offline has no rounds
@@ -69,9 +69,10 @@ def test_bad_settings_name_the_field(method, settings, field):
         method_config(method, settings, "config.methods[0].settings")
 
 
-def test_oracle_labels_say_what_is_missing():
-    with pytest.raises(ConfigError, match="task"):
-        method_config("pbkd_online", {"preference_labels": "oracle"})
+def test_oracle_labels_are_a_setting_that_asks_for_the_oracle():
+    for method in ("pbkd_offline", "pbkd_online"):
+        assert METHODS.get(method).needs_oracle(method_config(method, {"preference_labels": "oracle"}))
+        assert not METHODS.get(method).needs_oracle(method_config(method, {}))
 
 
 def test_more_rounds_than_steps_is_rejected():
@@ -237,3 +238,97 @@ def test_resume_equals_uninterrupted(tmp_path, tokenizer, family, toy_data):
     assert all(torch.equal(rewards[0][k], rewards[1][k]) for k in rewards[1])
     strip = [[{k: v for k, v in r.items() if k != "seconds"} for r in log(tmp_path / d)] for d in ("full", "cut")]
     assert strip[0] == strip[1]
+
+
+def test_one_reward_step_is_adamw_on_the_stated_objective(tokenizer, toy_data):
+    """The reward step against a hand-written reference: one AdamW step (reward_lr, reward_weight_decay) on
+    -(mean r_teacher - mean r_student - reward_l2 (mean r_teacher^2 + mean r_student^2) + eta mean BT loglik),
+    from a head moved off zero so that the squared-reward penalty has a gradient."""
+    settings = {"reward_steps": 1, "reward_lr": 0.02, "reward_weight_decay": 0.3, "reward_l2": 0.7,
+                "preference_weight": 0.5, "pair_batch_size": 64, "ml_fit_steps": 0, "kl_weight": 0.0}
+    impl = make(tokenizer, "llama", "pbkd_offline", settings)
+    with torch.no_grad():
+        impl.reward_model.head.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(3))
+        impl.reward_model.head.bias.fill_(0.2)
+    examples = first_examples(impl, toy_data)
+    teacher = examples.teacher_output
+    samples = impl.ctx.sample_student(teacher, num_samples=2)
+    impl.rounds.add(teacher, samples)
+    start = impl.reward_model.head.weight.detach().clone()
+    reference = copy.deepcopy(impl.reward_model)
+    optimizer = torch.optim.AdamW(reference.parameters(), lr=0.02, weight_decay=0.3)
+    preferred, rejected = impl.rounds.batches(impl.ctx)
+    r_t, r_s = reference(teacher), reference(samples)
+    objective = (r_t.mean() - r_s.mean() - 0.7 * (r_t.pow(2).mean() + r_s.pow(2).mean())
+                 + 0.5 * F.logsigmoid(reference(preferred) - reference(rejected)).mean())
+    optimizer.zero_grad()
+    (-objective).backward()
+    optimizer.step()
+    impl.update_reward(teacher, samples, "preference_pairs/0/0")
+    for (name, got), want in zip(impl.reward_model.named_parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5, msg=name)
+    assert (impl.reward_model.head.weight - start).abs().max() > 1e-3  # a real step was compared
+    # the penalty pulls the rewards toward 0: with a large reward_l2 one step lowers their mean square
+    strong = make(tokenizer, "llama", "pbkd_offline", {**settings, "reward_l2": 50.0, "preference_weight": 0.0})
+    strong.reward_model.load_state_dict(impl.reward_model.state_dict())
+    with torch.no_grad():
+        before = strong.reward(teacher).pow(2).mean() + strong.reward(samples).pow(2).mean()
+    strong.update_reward(teacher, samples, "preference_pairs/0/0")
+    with torch.no_grad():
+        after = strong.reward(teacher).pow(2).mean() + strong.reward(samples).pow(2).mean()
+    assert after < before
+
+
+def test_pair_minibatch_takes_every_pair_in_order_when_there_are_exactly_enough(tokenizer, toy_data):
+    impl = make(tokenizer, "llama", "pbkd_offline", {"ml_fit_steps": 0})
+    examples = first_examples(impl, toy_data)
+    samples = impl.ctx.sample_student(examples.teacher_output, num_samples=2)
+    impl.rounds.add(examples.teacher_output, samples)
+    assert len(impl.rounds.pairs) == 8
+    everything = impl.rounds.batches(impl.ctx)
+    exact = impl.rounds.minibatch(impl.ctx, 8, "preference_pairs/0/0")  # no draw: all 8, in order
+    for a, b in zip(everything, exact, strict=True):
+        assert torch.equal(a.target_ids, b.target_ids)
+    drawn = impl.rounds.minibatch(impl.ctx, 7, "preference_pairs/0/0")
+    with impl.ctx.random_stream("preference_pairs/0/0"):
+        chosen = torch.randperm(8)[:7].tolist()
+    assert torch.equal(drawn[1].target_ids, impl.rounds.batches(impl.ctx, chosen)[1].target_ids)
+
+
+def test_each_reward_update_draws_its_pairs_from_its_own_named_stream(tokenizer, toy_data):
+    impl = make(tokenizer, "llama", "pbkd_online", {"ml_fit_steps": 0, "rounds": 2})
+    streams = []
+    original = impl.update_reward
+    impl.update_reward = lambda teacher, samples, stream: (streams.append(stream), original(teacher, samples, stream))
+    for step in (0, 0, 1):
+        impl.sequences(first_examples(impl, toy_data, step), step)
+    assert streams == ["preference_pairs/0/0", "preference_pairs/0/1", "preference_pairs/1/0"]
+
+
+def test_rounds_without_a_step_budget_are_refused_saying_why():
+    with pytest.raises(ValueError, match=r"^online rounds are spread over the run's steps; the context has no total_steps$"):
+        PreferenceRounds(2, None)
+    assert PreferenceRounds(1, None).starts == [0]
+
+
+def test_stack_batches_pads_prompts_left_and_targets_right_with_the_pad_id():
+    from xkdbench.methods.preference import stack_batches
+    from xkdbench.models.batch import Batch
+
+    a = Batch(torch.tensor([[1, 2, 3]]), torch.tensor([[1, 1, 1]]), torch.tensor([[4]]), torch.tensor([[1]]))
+    b = Batch(torch.tensor([[5]]), torch.tensor([[1]]), torch.tensor([[6, 8, 9]]), torch.tensor([[1, 1, 1]]))
+    both = stack_batches([a, b], pad_id=7)
+    assert both.prompt_ids.tolist() == [[1, 2, 3], [7, 7, 5]]
+    assert both.prompt_mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert both.target_ids.tolist() == [[4, 7, 7], [6, 8, 9]]
+    assert both.target_mask.tolist() == [[1, 0, 0], [1, 1, 1]]
+    assert stack_batches([a], pad_id=7) is a
+
+
+def test_a_gap_equal_to_the_slack_is_inside_the_confidence_set(capsys):
+    rounds = PreferenceRounds(1, 4)
+    at = rounds.record(0, 3, loglik=-1.0, ml_loglik=-0.5, slack=0.5)  # gap 0.5, exactly the slack
+    above = rounds.record(0, 3, loglik=-1.0, ml_loglik=-0.25, slack=0.5)
+    assert at["gap"] == 0.5 and at["inside"] is True
+    assert above["gap"] == 0.75 and above["inside"] is False
+    assert capsys.readouterr().out.count("confidence set: ") == 2

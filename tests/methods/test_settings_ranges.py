@@ -127,10 +127,6 @@ def test_training_settings_a_method_cannot_run_with_are_refused(method, settings
         METHODS.get(method).check_training(method_config(method, settings), TrainingConfig(**training), "distill")
 
 
-def test_oracle_preference_labels_are_refused_saying_why():
-    with pytest.raises(ConfigError, match=re.escape(
-            "m.preference_labels: 'oracle' is not available; allowed: 'teacher'. Labelling a pair by the task's "
-            "oracle score needs the task and the input's record (the oracle scores a text against its example), and "
-            "a method sees token ids only (TrainExamples: gold and teacher outputs); the core would have to pass the "
-            "task and each row's example to the method")):
-        method_config("pbkd_offline", {"preference_labels": "oracle"}, "m")
+def test_unknown_preference_labels_are_refused_naming_the_choices():
+    with pytest.raises(ConfigError, match=re.escape("m.preference_labels: 'human' is not allowed; allowed: teacher, oracle")):
+        method_config("pbkd_offline", {"preference_labels": "human"}, "m")

@@ -16,6 +16,7 @@ exactly as GKD does, bit for bit, over a whole run.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -31,6 +32,9 @@ from xkdbench.models.seq2seq import Seq2SeqLM
 if TYPE_CHECKING:
     from xkdbench.core.teacher_cache import TeacherCache
 
+# scores texts against the training examples at these data indices: (indices, texts) -> scores in [0, 1]
+Oracle = Callable[[list[int], list[str]], list[float]]
+
 
 @dataclass
 class TrainExamples:
@@ -38,17 +42,20 @@ class TrainExamples:
 
     gold: Batch
     teacher_output: Batch | None = None
+    indices: tuple[int, ...] | None = None  # the rows' positions in the training data (for the oracle)
 
     def to(self, device) -> TrainExamples:
-        return TrainExamples(self.gold.to(device), self.teacher_output.to(device) if self.teacher_output else None)
+        return TrainExamples(self.gold.to(device), self.teacher_output.to(device) if self.teacher_output else None,
+                             self.indices)
 
 
 class TrainContext:
     def __init__(self, student: Seq2SeqLM, teacher: Seq2SeqLM | None, sampling: SamplingConfig, *,
                  max_new_tokens: int, device: torch.device, use_bf16: bool, seed: int,
                  total_steps: int | None = None, validate_every: int = 0, stream: int = 0,
-                 teacher_cache: TeacherCache | None = None):
+                 teacher_cache: TeacherCache | None = None, oracle: Oracle | None = None):
         self.student = student
+        self.oracle = oracle
         # the run's step budget and validation interval, for methods whose schedules depend on them
         self.total_steps = total_steps
         self.validate_every = validate_every
@@ -66,6 +73,17 @@ class TrainContext:
         self.teacher_forward_sequences = torch.zeros((), dtype=torch.long)
         self.teacher_cache_sequences = torch.zeros((), dtype=torch.long)
         self.generated_tokens = torch.zeros((), dtype=torch.long)
+
+    def oracle_scores(self, indices: tuple[int, ...] | None, batch: Batch, *, group: int = 1) -> list[float]:
+        """The task oracle's score of each row's target text, against the training example it answers:
+        rows come in `group` consecutive rows per index (ctx.sample_student's num_samples)."""
+        if self.oracle is None or indices is None:
+            raise RuntimeError("this run has no oracle: the method must declare needs_oracle, and the training "
+                               "data come from an embedded task")
+        texts = self.student.decode(batch.target_ids, batch.target_mask)
+        if len(texts) != group * len(indices):
+            raise ValueError(f"{len(texts)} rows cannot be {group} per each of {len(indices)} examples")
+        return self.oracle([indices[r // group] for r in range(len(texts))], texts)
 
     def random_stream(self, name: str):
         """Torch's global generator seeded for the stream `name` inside the block, restored after it."""

@@ -74,5 +74,5 @@ class StepLoader:
             if self.data.teacher_outputs is not None:
                 teacher = self.model.collate([self.data.prompts[i] for i in chunk],
                                              [self.data.teacher_outputs[i] for i in chunk])
-            micro.append(TrainExamples(gold, teacher))
+            micro.append(TrainExamples(gold, teacher, tuple(chunk)))
         return micro

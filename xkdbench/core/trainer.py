@@ -23,7 +23,7 @@ import torch
 
 from xkdbench.config import SamplingConfig, TrainingConfig
 from xkdbench.core import distributed
-from xkdbench.core.context import TrainContext
+from xkdbench.core.context import Oracle, TrainContext
 from xkdbench.core.data import StepLoader, TrainData
 from xkdbench.core.runtime import rng_state, seed_everything, set_rng_state, use_bf16
 from xkdbench.core.teacher_cache import TeacherCache
@@ -57,6 +57,7 @@ class TrainSetup:
     validation: TrainData | None = None  # gold validation pairs, for training.validate_every
     stream: int = 0  # the variant's random-stream offset (config `stream`; the A/A control differs in it)
     teacher_cache: TeacherCache | None = None  # the teacher's answers on the fixed training sequences
+    oracle: Oracle | None = None  # the task's oracle on the training examples, for methods that need it
 
 
 def lr_factor(step: int, cfg: TrainingConfig) -> float:
@@ -149,6 +150,9 @@ def train(setup: TrainSetup, out_dir: str | Path, *, stop_after: int | None = No
     if cfg.batch_size % ranks:
         raise ConfigError(f"training.batch_size: {cfg.batch_size} does not split over {ranks} processes; allowed: a "
                           f"multiple of {ranks} (each process takes an equal share of every micro-batch)")
+    if setup.method_cls.needs_oracle(setup.method_config) and setup.oracle is None:
+        raise ConfigError(f"{setup.method_cls.__name__} with these settings scores its training texts with the task's "
+                          "oracle, and this run has none (embedded tasks have one; TrainSetup.oracle)")
     seed_everything(setup.seed)
     student, teacher = setup.student, setup.teacher
     student.model.to(setup.device)
@@ -161,7 +165,7 @@ def train(setup: TrainSetup, out_dir: str | Path, *, stop_after: int | None = No
     ctx = TrainContext(student, teacher, setup.sampling or SamplingConfig(), max_new_tokens=setup.max_new_tokens,
                        device=setup.device, use_bf16=use_bf16(setup.precision, setup.device), seed=setup.seed,
                        total_steps=cfg.steps, validate_every=cfg.validate_every if setup.validation is not None else 0,
-                       stream=setup.stream, teacher_cache=setup.teacher_cache)
+                       stream=setup.stream, teacher_cache=setup.teacher_cache, oracle=setup.oracle)
     with ctx.random_stream("modules"):  # a method's modules draw their initialisation from their own stream
         method = setup.method_cls(setup.method_config, ctx)
     modules = {"student": student.model, **method.trainable_modules()}

@@ -62,6 +62,12 @@ class Method:
         return False
 
     @classmethod
+    def needs_oracle(cls, config: Any) -> bool:
+        """Whether training scores texts with the task's oracle (`TrainContext.oracle_scores`): only on
+        embedded tasks, which have one; the config check refuses the variant on any other task."""
+        return False
+
+    @classmethod
     def teacher_sequences(cls, config: Any) -> frozenset[str]:
         """FIXED: the method asks the teacher about fixed training sequences (served by the teacher cache);
         SAMPLED: about sequences generated during training (the live teacher). Default: both, when the

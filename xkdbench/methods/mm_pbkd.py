@@ -22,6 +22,7 @@ from xkdbench.methods.preference import (
     PreferenceSettings,
     bradley_terry_loglik,
     fit_bradley_terry,
+    oracle_labels,
 )
 from xkdbench.models.batch import Batch
 from xkdbench.models.seq2seq import eval_mode
@@ -77,7 +78,8 @@ class MMPbKD(AMM):
 
     RECONSTRUCTED, beyond AMM's: the preference term in the adversary's step only (the student's loss is
     AMM's) [preference_weight]; the pairs and rounds [rounds, pair_batch_size]; the record's fit
-    [ml_fit_steps, ml_fit_lr, ml_fit_start, confidence_slack]. With preference_weight 0 it
+    [ml_fit_steps, ml_fit_lr, ml_fit_start, confidence_slack]; oracle-labelled pairs on embedded tasks
+    [preference_labels]. With preference_weight 0 it
     collects no pairs and is AMM exactly.
     """
 
@@ -87,6 +89,10 @@ class MMPbKD(AMM):
     @classmethod
     def uses_teacher_outputs(cls, config) -> bool:
         return True
+
+    @classmethod
+    def needs_oracle(cls, config) -> bool:
+        return config.preference_weight > 0 and config.preference_labels == "oracle"
 
     @classmethod
     def check_training(cls, config, training, where):
@@ -108,7 +114,8 @@ class MMPbKD(AMM):
             on = rollout.on_policy
             samples = Batch(*(t[on] for t in (rollout.prompt_ids, rollout.prompt_mask, rollout.target_ids,
                                                 rollout.target_mask)))
-            self.rounds.add(examples.teacher_output, samples)
+            self.rounds.add(examples.teacher_output, samples,
+                            oracle_labels(self.ctx, self.config, examples, samples, self.config.num_samples))
 
     def pair_view(self, preferred: Batch, rejected: Batch):
         """The teacher's probabilities and hidden states on both sides of the pairs (no gradient)."""

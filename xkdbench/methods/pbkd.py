@@ -23,6 +23,7 @@ from xkdbench.methods.preference import (
     PreferenceSettings,
     bradley_terry_loglik,
     fit_bradley_terry,
+    oracle_labels,
     rloo_advantages,
     zscore,
 )
@@ -122,8 +123,9 @@ class PbKD(Method):
     [reward_steps, reward_lr, reward_weight_decay]; the squared-reward penalty [reward_l2]; RLOO with
     per-batch z-scored rewards [num_samples]; the KL to the initial student [kl_weight]; teacher-preferred
     pairs from the step's samples at each round's start [rounds, pair_batch_size]; the record's fit
-    [ml_fit_steps, ml_fit_lr, ml_fit_start, confidence_slack]. Oracle-labelled pairs
-    are not available (preference_labels). Samples are drawn at the experiment's sampling temperature.
+    [ml_fit_steps, ml_fit_lr, ml_fit_start, confidence_slack]; on embedded tasks the pairs may be labelled
+    by the task's oracle instead of the teacher [preference_labels]. Samples are drawn at the
+    experiment's sampling temperature.
     """
 
     Config = PbKDConfig
@@ -136,6 +138,10 @@ class PbKD(Method):
     @classmethod
     def uses_teacher_outputs(cls, config) -> bool:
         return True
+
+    @classmethod
+    def needs_oracle(cls, config) -> bool:
+        return config.preference_labels == "oracle"
 
     @classmethod
     def learned_reward(cls, model_dir, config, student):
@@ -175,7 +181,7 @@ class PbKD(Method):
         teacher = examples.teacher_output
         samples = self.ctx.sample_student(teacher, num_samples=self.config.num_samples)
         if self.rounds.starts_round(step):
-            self.rounds.add(teacher, samples)
+            self.rounds.add(teacher, samples, oracle_labels(self.ctx, self.config, examples, samples, self.config.num_samples))
         self.update_reward(teacher, samples, f"preference_pairs/{step}/{micro}")
         index = self.rounds.ends_round(step)
         if index is not None and micro == 0 and self.config.ml_fit_steps > 0:

@@ -7,8 +7,10 @@ methods solve the Lagrangian form (eta times the log-likelihood in the reward's 
 at the end of every round, how far the reward's log-likelihood lies below that of a reward model
 fitted separately by maximum likelihood on the same pairs (see PreferenceSettings.ml_fit_start).
 
-Pairs are teacher-preferred: for an input x, the teacher's output is preferred over each of the
-student's samples. A round adds the pairs of one optimiser step (its inputs, the teacher's cached
+Pairs are teacher-preferred by default: for an input x, the teacher's output is preferred over each of
+the student's samples. With `preference_labels: oracle` (embedded tasks) the task's oracle decides
+each pair instead: the output with the higher oracle score is preferred, whichever model wrote it,
+and a tie (both right, or both wrong) carries no preference and adds no pair. A round adds the pairs of one optimiser step (its inputs, the teacher's cached
 outputs, the student's samples of that step); round r starts at step floor(r * steps / rounds), so one
 round is offline PbKD (pairs from the initial student only).
 """
@@ -22,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from xkdbench.models.batch import Batch
-from xkdbench.validation import ConfigError, check_choice, check_range
+from xkdbench.validation import check_choice, check_range
 
 PREFERENCE_LABELS = ("teacher", "oracle")
 FIT_STARTS = ("current", "initial")
@@ -84,7 +86,7 @@ class PreferenceSettings:
     """preference_weight: eta, the Lagrange multiplier of the confidence set: the weight of the pairs'
       Bradley-Terry log-likelihood in the reward's (MM-PbKD: the adversary's) objective. 0 drops it.
     preference_labels: who prefers: `teacher` (the teacher's output over the student's sample) or
-      `oracle` (the embedded task's oracle score). `oracle` is not available: see `validate`.
+      `oracle` (the embedded task's oracle score: the higher-scoring output of the two; ties add no pair).
     pair_batch_size: pairs drawn (without replacement, from the run's seeded streams) for the
       log-likelihood term of each reward update; all pairs when there are fewer.
     ml_fit_steps, ml_fit_lr, ml_fit_start: the separate maximum-likelihood fit of the confidence-set record:
@@ -108,12 +110,6 @@ class PreferenceSettings:
     def validate(self, where: str) -> None:
         check_range(f"{where}.preference_weight", self.preference_weight, 0)
         check_choice(f"{where}.preference_labels", self.preference_labels, PREFERENCE_LABELS)
-        if self.preference_labels == "oracle":
-            raise ConfigError(
-                f"{where}.preference_labels: 'oracle' is not available; allowed: 'teacher'. Labelling a pair by the "
-                "task's oracle score needs the task and the input's record (the oracle scores a text against its "
-                "example), and a method sees token ids only (TrainExamples: gold and teacher outputs); the core would "
-                "have to pass the task and each row's example to the method")
         check_range(f"{where}.pair_batch_size", self.pair_batch_size, 1)
         check_range(f"{where}.ml_fit_steps", self.ml_fit_steps, 0)
         check_range(f"{where}.ml_fit_lr", self.ml_fit_lr, 0, low_open=True)
@@ -133,6 +129,7 @@ class PreferenceRounds:
         self.starts = sorted({r * (total_steps or 1) // rounds for r in range(rounds)})
         self.ends = [s - 1 for s in self.starts[1:]] + ([total_steps - 1] if total_steps else [])
         self.pairs: list[tuple[list[int], list[int], list[int]]] = []
+        self.ties = 0  # oracle-labelled comparisons that tied, hence added no pair
         self.records: list[dict] = []
 
     def starts_round(self, step: int) -> bool:
@@ -142,14 +139,28 @@ class PreferenceRounds:
         """The index of the round that ends with `step`, or None."""
         return self.ends.index(step) if step in self.ends else None
 
-    def add(self, preferred: Batch, rejected: Batch) -> None:
-        """Pairs (x, preferred output, rejected output): rejected has `group` consecutive rows per row of
-        preferred (ctx.sample_student's num_samples), each paired with that row's output."""
-        group = rejected.size // preferred.size
-        wins = unpadded_rows(preferred.target_ids, preferred.target_mask)
-        prompts = unpadded_rows(rejected.prompt_ids, rejected.prompt_mask)
-        losses = unpadded_rows(rejected.target_ids, rejected.target_mask)
-        self.pairs += [(prompt, wins[i // group], loss) for i, (prompt, loss) in enumerate(zip(prompts, losses, strict=True))]
+    def add(self, teacher: Batch, samples: Batch, scores: tuple[list[float], list[float]] | None = None) -> None:
+        """Pairs (x, preferred output, rejected output) of the teacher's outputs and the student's samples:
+        `samples` has `group` consecutive rows per row of `teacher` (ctx.sample_student's num_samples),
+        each paired with that row's output. Without scores the teacher's output is preferred. With the
+        oracle's scores (of the teacher rows, of the sample rows) the higher-scoring output is preferred,
+        and a tie adds no pair."""
+        group = samples.size // teacher.size
+        outputs = unpadded_rows(teacher.target_ids, teacher.target_mask)
+        prompts = unpadded_rows(samples.prompt_ids, samples.prompt_mask)
+        sampled = unpadded_rows(samples.target_ids, samples.target_mask)
+        for i, (prompt, sample) in enumerate(zip(prompts, sampled, strict=True)):
+            output = outputs[i // group]
+            if scores is None:
+                self.pairs.append((prompt, output, sample))
+                continue
+            teacher_score, sample_score = scores[0][i // group], scores[1][i]
+            if teacher_score > sample_score:
+                self.pairs.append((prompt, output, sample))
+            elif sample_score > teacher_score:
+                self.pairs.append((prompt, sample, output))
+            else:
+                self.ties += 1
 
     def batches(self, ctx, indices: list[int] | None = None) -> tuple[Batch, Batch]:
         """(preferred, rejected) batches of the chosen pairs (all by default), on the context's device."""
@@ -169,15 +180,25 @@ class PreferenceRounds:
     def record(self, round_index: int, step: int, loglik: float, ml_loglik: float, slack: float) -> dict:
         """Store and print (one JSON line on stdout, in the run's log) the round's confidence-set record."""
         gap = ml_loglik - loglik
-        entry = {"round": round_index, "step": step + 1, "pairs": len(self.pairs), "loglik": round(loglik, 6),
+        entry = {"round": round_index, "step": step + 1, "pairs": len(self.pairs), "ties": self.ties, "loglik": round(loglik, 6),
                  "ml_loglik": round(ml_loglik, 6), "gap": round(gap, 6), "slack": slack, "inside": gap <= slack}
         self.records.append(entry)
         print("confidence set: " + json.dumps(entry), flush=True)
         return entry
 
     def state_dict(self) -> dict:
-        return {"pairs": [list(p) for p in self.pairs], "records": list(self.records)}
+        return {"pairs": [list(p) for p in self.pairs], "records": list(self.records), "ties": self.ties}
 
     def load_state_dict(self, state: dict) -> None:
         self.pairs = [tuple(p) for p in state["pairs"]]
         self.records = list(state["records"])
+        self.ties = state.get("ties", 0)
+
+
+def oracle_labels(ctx, settings: PreferenceSettings, examples, samples: Batch, group: int):
+    """The oracle's scores (of the teacher outputs, of the samples) for PreferenceRounds.add, or None when
+    the teacher labels the pairs."""
+    if settings.preference_labels != "oracle":
+        return None
+    return (ctx.oracle_scores(examples.indices, examples.teacher_output),
+            ctx.oracle_scores(examples.indices, samples, group=group))

@@ -9,8 +9,8 @@ The rest of the suite calls `target_logits` and `generate` and never asks which 
 """
 from __future__ import annotations
 
-import json
 import inspect
+import json
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
