@@ -121,7 +121,7 @@ def child(args) -> dict:
         from xkdbench.config import load_config
 
         if load_config(results / "config.yaml").teacher_cache.enabled and cache.is_dir():  # as the rule passes it
-            argv[-4:-4] = ["--teacher-cache", str(cache)]
+            argv += ["--teacher-cache", str(cache)]
         with clock.phase("other"):
             code = cli.main(argv)
         if code:
