@@ -26,6 +26,8 @@ import time
 
 def child(args) -> None:
     """One job: build the model, train --steps SFT steps, print {"seconds": ...} (the steps alone)."""
+    import torch
+
     from xkdbench.config import load_config
     from xkdbench.core.data import TrainData
     from xkdbench.core.runtime import set_threads
@@ -33,8 +35,6 @@ def child(args) -> None:
     from xkdbench.methods import METHODS, method_config
     from xkdbench.models import build_model, train_tokenizer
     from xkdbench.tasks import get_task
-
-    import torch
 
     set_threads(args.threads)
     cfg = load_config(args.config)
