@@ -49,7 +49,7 @@ def concurrency(jobs: list[dict]) -> dict[int, float]:
     seconds: dict[int, float] = defaultdict(float)
     running, previous = 0, None
     for when, change in events:
-        if previous is not None:
+        if previous is not None and when > previous:  # a job ending as another starts: no step between
             seconds[running] += (when - previous).total_seconds()
         running, previous = running + change, when
     return dict(seconds)
@@ -81,8 +81,7 @@ def main() -> None:
     print(f"{'all':24s} {len(jobs):5d} {total / 60:12.1f}   (/{args.cores} cores = {total / 60 / args.cores:.1f} min)")
     busy = concurrency(jobs)
     span = sum(busy.values())
-    # (jobs that start and end in the same logged second may put a zero-length step below 0)
-    print("\njobs running at once: " + ", ".join(f"{n}: {busy[n] / 60:.1f} min" for n in sorted(busy) if n >= 0 and busy[n] > 0)
+    print("\njobs running at once: " + ", ".join(f"{n}: {busy[n] / 60:.1f} min" for n in sorted(busy))
           + f" (of {span / 60:.1f} min from the first start to the last finish)")
     print(f"{'cells: task':16s} {'method':20s} {'jobs':>5s} {'mean s':>8s}")
     for (task, method), seconds in sorted(by_cell.items(), key=lambda kv: (kv[0][0], -sum(kv[1]))):
