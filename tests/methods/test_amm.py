@@ -243,6 +243,8 @@ def test_no_learned_reward():
 
 @pytest.mark.parametrize("settings,expected", [
     ({}, {"fixed", "sampled"}),  # learned adversary: the teacher's hidden states, live on both kinds
+    ({"on_policy_weight": 1.0}, {"fixed", "sampled"}),  # ... whatever beta
+    ({"on_policy_weight": 0.0}, {"fixed", "sampled"}),
     ({"adversary": "closed_form", "on_policy_weight": 0.0}, {"fixed"}),
     ({"adversary": "closed_form", "on_policy_weight": 1.0}, {"sampled"}),
     ({"adversary": "closed_form", "on_policy_weight": 0.5}, {"fixed", "sampled"}),

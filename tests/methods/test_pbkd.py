@@ -63,6 +63,7 @@ def test_rounds_are_spread_over_the_run():
     ("pbkd_online", {"rounds": 0}, "rounds"),
     ("pbkd_offline", {"rounds": 2}, "rounds"),  # offline has no rounds
     ("pbkd_online", {"ml_fit_start": "zero"}, "ml_fit_start"),
+    ("pbkd_online", {"ml_fit_steps": -1}, "ml_fit_steps"),
 ])
 def test_bad_settings_name_the_field(method, settings, field):
     with pytest.raises(ConfigError, match=field):
