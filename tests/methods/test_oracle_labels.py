@@ -72,7 +72,8 @@ def test_the_context_scores_each_row_against_its_own_example(tokenizer):
     ("pbkd_online", {"rounds": 2, "ml_fit_steps": 2, "pair_batch_size": 8}),
     ("mm_pbkd", {"rounds": 2, "ml_fit_steps": 2, "pair_batch_size": 8}),
 ])
-def test_a_run_with_oracle_labels_stores_exactly_the_oracle_preferences(tmp_path, tokenizer, toy_data, method, settings):
+def test_a_run_with_oracle_labels_stores_exactly_the_oracle_preferences(tmp_path, tokenizer, toy_data, method, settings,
+                                                                         monkeypatch):
     """Oracle: the output's length in characters (so ties are rare and the check is independent of the
     method). Every stored pair prefers the longer text, its prompt is the example the oracle was asked
     about, and pairs + ties = every comparison made."""
@@ -102,12 +103,9 @@ def test_a_run_with_oracle_labels_stores_exactly_the_oracle_preferences(tmp_path
         original_add(self, teacher_rows, samples, scores)
         captured["rounds"] = self
 
-    PreferenceRounds.add = spy
-    try:
-        train(TrainSetup(cls, config, student, data, training, 0, CPU, teacher=teacher, sampling=SamplingConfig(),
-                         max_new_tokens=8, oracle=oracle), tmp_path / "run")
-    finally:
-        PreferenceRounds.add = original_add
+    monkeypatch.setattr(PreferenceRounds, "add", spy)
+    train(TrainSetup(cls, config, student, data, training, 0, CPU, teacher=teacher, sampling=SamplingConfig(),
+                     max_new_tokens=8, oracle=oracle), tmp_path / "run")
     rounds = captured["rounds"]
     calls = captured["calls"]
     assert len(calls) == 2  # one per round start

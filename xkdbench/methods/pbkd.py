@@ -181,7 +181,8 @@ class PbKD(Method):
         teacher = examples.teacher_output
         samples = self.ctx.sample_student(teacher, num_samples=self.config.num_samples)
         if self.rounds.starts_round(step):
-            self.rounds.add(teacher, samples, oracle_labels(self.ctx, self.config, examples, samples, self.config.num_samples))
+            labels = oracle_labels(self.ctx, self.config, examples, samples, self.config.num_samples)
+            self.rounds.add(teacher, samples, labels)
         self.update_reward(teacher, samples, f"preference_pairs/{step}/{micro}")
         index = self.rounds.ends_round(step)
         if index is not None and micro == 0 and self.config.ml_fit_steps > 0:

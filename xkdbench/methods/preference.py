@@ -10,9 +10,10 @@ fitted separately by maximum likelihood on the same pairs (see PreferenceSetting
 Pairs are teacher-preferred by default: for an input x, the teacher's output is preferred over each of
 the student's samples. With `preference_labels: oracle` (embedded tasks) the task's oracle decides
 each pair instead: the output with the higher oracle score is preferred, whichever model wrote it,
-and a tie (both right, or both wrong) carries no preference and adds no pair. A round adds the pairs of one optimiser step (its inputs, the teacher's cached
-outputs, the student's samples of that step); round r starts at step floor(r * steps / rounds), so one
-round is offline PbKD (pairs from the initial student only).
+and a tie (both right, or both wrong) carries no preference and adds no pair. A round adds the pairs
+of one optimiser step (its inputs, the teacher's cached outputs, the student's samples of that step);
+round r starts at step floor(r * steps / rounds), so one round is offline PbKD (pairs from the initial
+student only).
 """
 from __future__ import annotations
 
@@ -180,8 +181,9 @@ class PreferenceRounds:
     def record(self, round_index: int, step: int, loglik: float, ml_loglik: float, slack: float) -> dict:
         """Store and print (one JSON line on stdout, in the run's log) the round's confidence-set record."""
         gap = ml_loglik - loglik
-        entry = {"round": round_index, "step": step + 1, "pairs": len(self.pairs), "ties": self.ties, "loglik": round(loglik, 6),
-                 "ml_loglik": round(ml_loglik, 6), "gap": round(gap, 6), "slack": slack, "inside": gap <= slack}
+        entry = {"round": round_index, "step": step + 1, "pairs": len(self.pairs), "ties": self.ties,
+                 "loglik": round(loglik, 6), "ml_loglik": round(ml_loglik, 6), "gap": round(gap, 6), "slack": slack,
+                 "inside": gap <= slack}
         self.records.append(entry)
         print("confidence set: " + json.dumps(entry), flush=True)
         return entry
