@@ -8,8 +8,10 @@ group's finished mutants (mutmut keeps their results), so an interrupted run con
 the earlier survivors again, after tests were added.
 
 Prints per group: mutants, killed (a failing test or a timeout), equivalent (listed with a reason in
-`tests/mutation_equivalent.yaml`), survived, the score = killed / (mutants - equivalent), and minutes.
-Then every survivor that is not listed as equivalent, which is a missing test. mutmut's own progress goes
+`tests/mutation_equivalent.yaml`), out of reach (listed in `tests/mutation_out_of_reach.yaml`: code that
+only runs on another device or in another process, which imports the unmutated package; each entry
+names the test that covers it there), survived, the score = killed / (mutants - equivalent - out of
+reach), and minutes. Then every survivor that is in neither list, which is a missing test. mutmut's own progress goes
 to `<workdir>/mutmut.log`.
 
     python benchmarks/mutation_scores.py                      # every group (hours on 2 cores)
@@ -106,6 +108,26 @@ def run_group(copy: Path, children: int, sample: int | None, retest: bool, equiv
     return {n: s for n, s in results(copy).items() if n in set(chosen)}
 
 
+def signature(copy: Path, name: str) -> str:
+    """A mutant's mutated line(s) as `mutmut show` prints them, stripped and joined by ' | ' (the removed
+    lines, after 'deleted: ', for a mutant that only removes): what an entry's `mutant` field holds."""
+    out = subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=copy, check=True,
+                         capture_output=True, text=True).stdout.splitlines()
+    added = [line[1:].strip() for line in out if line.startswith("+") and not line.startswith("+++")]
+    removed = [line[1:].strip() for line in out if line.startswith("-") and not line.startswith("---")]
+    return " | ".join(added) if added else "deleted: " + " | ".join(removed)
+
+
+def still_listed(copy: Path, status: dict[str, str], listed: dict) -> tuple[list[str], list[str]]:
+    """The surviving mutants whose list entry still describes them, and those whose entry is stale (the
+    function changed and mutmut renumbered its mutants, so the number now names another mutant)."""
+    current, stale = [], []
+    for name, state in status.items():
+        if state not in KILLED and name in listed:
+            (current if signature(copy, name) == listed[name]["mutant"] else stale).append(name)
+    return current, stale
+
+
 def results(copy: Path) -> dict[str, str]:
     """mutant name -> status, as `mutmut results --all true` prints them."""
     out = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=copy,
@@ -129,30 +151,37 @@ def main() -> None:
         parser.error(f"unknown group(s) {', '.join(unknown)}; allowed: {', '.join(GROUPS)}")
     args.groups = args.groups or list(GROUPS)
     equivalent = yaml.safe_load((ROOT / "tests/mutation_equivalent.yaml").read_text()) or {}
+    out_of_reach = yaml.safe_load((ROOT / "tests/mutation_out_of_reach.yaml").read_text()) or {}
 
     rows, missing = [], []
     args.workdir.mkdir(parents=True, exist_ok=True)
     log = open(args.workdir / "mutmut.log", "a")  # mutmut's progress (it redraws one line)
     for group in args.groups:
         started = time.time()
-        status = run_group(prepare(group, args.workdir), args.children, args.sample, args.retest, equivalent, log)
+        copy = prepare(group, args.workdir)
+        status = run_group(copy, args.children, args.sample, args.retest, {**equivalent, **out_of_reach}, log)
         minutes = (time.time() - started) / 60
         killed = sum(s in KILLED for s in status.values())
-        equiv = [n for n, s in status.items() if s not in KILLED and n in equivalent]
-        survivors = [(n, s) for n, s in status.items() if s not in KILLED and n not in equivalent]
+        equiv, stale = still_listed(copy, status, equivalent)
+        reach, stale_reach = still_listed(copy, status, out_of_reach)
+        survivors = [(n, s) for n, s in status.items()
+                     if s not in KILLED and n not in equiv and n not in reach]
+        survivors = [(n, f"{s} (listed, but its entry's `mutant` line no longer matches: re-check it)"
+                      if n in stale + stale_reach else s) for n, s in survivors]
         missing += survivors
-        scored = len(status) - len(equiv)
+        scored = len(status) - len(equiv) - len(reach)
         score = f"{100 * killed / scored:5.1f}%" if scored else "  -  "
         if args.sample and scored:  # a sample's score is an estimate: its exact 95% binomial interval
             ci = stats.binomtest(killed, scored).proportion_ci(0.95)
             score += f" [{100 * ci.low:.0f}, {100 * ci.high:.0f}]"
-        rows.append((group, len(status), killed, len(equiv), len(survivors), score, minutes))
+        rows.append((group, len(status), killed, len(equiv), len(reach), len(survivors), score, minutes))
 
-    print(f"{'group':<9} {'mutants':>7} {'killed':>6} {'equiv':>5} {'survived':>8} {'score':>6} {'minutes':>7}")
-    for group, total, killed, equiv, survived, score, minutes in rows:
-        print(f"{group:<9} {total:>7} {killed:>6} {equiv:>5} {survived:>8} {score:>6} {minutes:>7.1f}")
+    print(f"{'group':<9} {'mutants':>7} {'killed':>6} {'equiv':>5} {'reach':>5} {'survived':>8} {'score':>6} "
+          f"{'minutes':>7}")
+    for group, total, killed, equiv, reach, survived, score, minutes in rows:
+        print(f"{group:<9} {total:>7} {killed:>6} {equiv:>5} {reach:>5} {survived:>8} {score:>6} {minutes:>7.1f}")
     if missing:
-        print("\nsurvivors not listed as equivalent (tests/mutation_equivalent.yaml):")
+        print("\nsurvivors in neither tests/mutation_equivalent.yaml nor tests/mutation_out_of_reach.yaml:")
         for name, state in missing:
             print(f"  {name}: {state}")
 

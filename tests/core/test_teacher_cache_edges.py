@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 
 import pytest
 import torch
@@ -222,3 +223,32 @@ def test_the_manifest_describes_the_cache(tmp_path, tokenizer, toy_data, top_k):
     assert manifest["bytes_per_position"] == pytest.approx(
         sum(f["bytes"] for f in manifest["files"].values()) / positions)
     assert 0 <= manifest["seconds"] < 60 and round(manifest["seconds"], 3) == manifest["seconds"]
+
+
+@LLAMA
+def test_token_ids_past_int16_are_stored_and_read_back(tmp_path, tokenizer, family, toy_data):
+    """A 40,000-token vocabulary (T5's 32,128 fits int16; Llama-3's 128,256 does not): the cache stores
+    its ids as int32 and the most probable tokens, all past 32,767, come back at their own ids."""
+    teacher = the_teacher(tokenizer, family)
+    hidden = teacher.model.get_output_embeddings().in_features
+    head = torch.nn.Linear(hidden, 40_000)
+    with torch.no_grad():  # small random logits, and the last three ids far ahead of the rest
+        head.weight.copy_(torch.randn(40_000, hidden, generator=torch.Generator().manual_seed(0)) * 0.01)
+        head.bias.zero_()
+        head.bias[-3:] = torch.tensor([20.0, 19.0, 18.0])
+    teacher.model.lm_head = head
+    rows = fixed_rows(toy_data, with_outputs=False)[:4]
+    started = time.perf_counter()
+    build_teacher_cache(teacher, rows, tmp_path / "c", top_k=4, batch_size=4, device=CPU, use_bf16=False,
+                        identity={**IDENTITY, "teacher_outputs": None})
+    wall = time.perf_counter() - started
+    manifest = json.loads((tmp_path / "c" / MANIFEST).read_text())
+    assert manifest["token_id_dtype"] == "int32" and manifest["vocab_size"] == 40_000
+    assert 0 < manifest["seconds"] <= wall  # the build's own time, within the time around the call
+    cache = TeacherCache.open(tmp_path / "c", expect=IDENTITY, mode="top_k", top_k=4)
+    batch, live = live_log_probs(teacher, rows)
+    mask = batch.target_mask.bool()
+    cached = cache.log_probs(cache.find(batch), batch.target_ids.shape[1])[mask]  # (N, 40000)
+    top = live[mask].topk(3, dim=-1).indices
+    assert (top >= 39_997).all()
+    torch.testing.assert_close(cached.gather(-1, top), live[mask].gather(-1, top), rtol=0, atol=2e-3)

@@ -12,6 +12,7 @@ from xkdbench.config import SamplingConfig, TrainingConfig
 from xkdbench.core.context import TrainContext
 from xkdbench.core.data import StepLoader
 from xkdbench.core.trainer import TrainSetup, backward_step, lr_factor, train
+from xkdbench.integrity import record_files
 from xkdbench.methods import METHODS, method_config
 
 CPU = torch.device("cpu")
@@ -225,3 +226,64 @@ def test_a_non_finite_loss_stops_the_run_naming_step_and_term(tmp_path, tokenize
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2]
     assert not (tmp_path / "run" / "model").exists()  # no final model that looks complete
+
+
+@pytest.mark.parametrize("family", ["llama"])
+def test_resume_restores_a_methods_own_modules(tmp_path, tokenizer, family, toy_data):
+    """X-KD's reward head is trained beside the student: an interrupted run resumes it from the checkpoint
+    (not from a fresh initialisation), so both the student and the head end as in an uninterrupted run."""
+    full, _ = run(tokenizer, family, toy_data, tmp_path / "full", method="xkd_seq", steps=4)
+    stopped = run(tokenizer, family, toy_data, tmp_path / "cut", method="xkd_seq", steps=4, stop_after=2)[1]
+    assert stopped == {"stopped_at": 2}
+    resumed, _ = run(tokenizer, family, toy_data, tmp_path / "cut", method="xkd_seq", steps=4)
+    assert_same_weights(full, resumed, exact=True)
+    heads = [torch.load(tmp_path / d / "model" / "reward_head.pt") for d in ("full", "cut")]
+    assert heads[0].keys() == heads[1].keys() and heads[0]
+    for key in heads[0]:
+        assert torch.equal(heads[0][key], heads[1][key]), key
+
+
+@pytest.mark.parametrize("case", ["beyond_float32", "no_cache_counter"])
+@pytest.mark.parametrize("family", ["llama"])
+def test_resumed_counters_are_exact_integers(tmp_path, tokenizer, family, toy_data, case):
+    """The token and cost counters are integers: a resumed 7B-scale count (past float32's 2**24) stays
+    exact, and a checkpoint without the teacher-cache counter (written before it existed) counts 0."""
+    big = 2**30 + 1
+    run(tokenizer, family, toy_data, tmp_path / "full", steps=3)
+    full = json.loads((tmp_path / "full" / "train_summary.json").read_text())
+    run(tokenizer, family, toy_data, tmp_path / "cut", steps=3, stop_after=1)
+    path = tmp_path / "cut" / "checkpoint" / "trainer_state.pt"
+    state = torch.load(path, weights_only=False)
+    first_tokens = int(state["tokens"])
+    if case == "beyond_float32":
+        state["tokens"] = torch.tensor(big)
+        state["teacher_cache_sequences"] = torch.tensor(big)
+    else:
+        del state["teacher_cache_sequences"]
+    torch.save(state, path)
+    record_files(path.parent)  # the edited checkpoint is whole again (else it is refused as damaged)
+    _, summary = run(tokenizer, family, toy_data, tmp_path / "cut", steps=3)
+    if case == "beyond_float32":
+        assert summary["tokens"] == big + full["tokens"] - first_tokens
+        assert summary["teacher_cache_sequences"] == big
+        assert type(summary["tokens"]) is int
+    else:
+        assert summary["teacher_cache_sequences"] == 0
+        assert summary["tokens"] == full["tokens"]
+
+
+@pytest.mark.parametrize("family", ["llama"])
+def test_the_teacher_is_frozen_and_in_eval_mode(tmp_path, tokenizer, family, toy_data):
+    student = tiny_model(tokenizer, "llama", seed=1)
+    teacher = tiny_model(tokenizer, "llama", seed=2, width=48)
+    teacher.model.train()
+    cfg = TrainingConfig(steps=2, batch_size=8, lr=1e-2, warmup_steps=1, log_every=1)
+    setup = TrainSetup(METHODS.get("supervised_kd"), method_config("supervised_kd", {}), student, toy_data, cfg, 0,
+                       CPU, teacher=teacher, sampling=SamplingConfig(), max_new_tokens=8)
+    before = weights(teacher)
+    train(setup, tmp_path / "r")
+    assert not teacher.model.training
+    assert not any(p.requires_grad for p in teacher.model.parameters())
+    assert all(p.grad is None for p in teacher.model.parameters())
+    for key, value in weights(teacher).items():
+        assert torch.equal(value, before[key]), key

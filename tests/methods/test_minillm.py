@@ -214,3 +214,38 @@ def test_resume_in_the_middle_of_a_rollout_equals_uninterrupted(tmp_path, tokeni
 def test_bad_settings_are_refused(settings, field):
     with pytest.raises(ConfigError, match=field):
         method_config("minillm", settings, "config.methods[0].settings")
+
+
+@pytest.mark.parametrize("family", ["llama"])
+@pytest.mark.parametrize("decoder", ["lean", "hf"])
+def test_mixture_sampling_uses_the_lean_decoder_only_when_asked(tokenizer, family, toy_data, monkeypatch, decoder):
+    """The lean decoder is the fast path `generate` takes; `decoder: hf` keeps Hugging Face's modules."""
+    from xkdbench.core import mixture_sampling
+    calls = []
+    original = mixture_sampling.lean_decode.decoder_for
+    monkeypatch.setattr(mixture_sampling.lean_decode, "decoder_for",
+                        lambda *a, **k: calls.append(1) or original(*a, **k))
+    student, teacher = tiny_model(tokenizer, family, seed=1), tiny_model(tokenizer, family, seed=2, width=48)
+    student.decoder = teacher.decoder = decoder
+    prompts = StepLoader(toy_data, student, batch_size=4, grad_accum=1, seed=0).step_examples(0)[0].gold
+    sample_mixture(student, teacher, prompts, teacher_weight=0.5, max_new_tokens=3)
+    assert len(calls) == (2 if decoder == "lean" else 0)
+
+
+@pytest.mark.parametrize("decoder", ["lean", "hf"])
+def test_incremental_decoders_give_the_full_forwards_logits(tokenizer, family, toy_data, decoder):
+    """Logits, not draws: a position error moves the logits a little and a draw rarely, so every step's
+    logits of both incremental decoders are compared with a full forward over the same left-padded rows."""
+    from xkdbench.core.mixture_sampling import _decoder
+    student = tiny_model(tokenizer, family, seed=1)
+    student.decoder = decoder
+    prompts = StepLoader(toy_data, student, batch_size=8, grad_accum=1, seed=0).step_examples(0)[0].gold
+    assert len(set(prompts.prompt_mask.sum(1).tolist())) > 1, "rows of different prompt lengths (padding)"
+    tokens = torch.randint(4, 100, (prompts.size, 5), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        full = student.target_logits(prompts.with_targets(tokens, torch.ones_like(tokens))).float()  # (B, 5, V)
+        incremental = _decoder(student, prompts, max_new_tokens=5)
+        for t in range(5):
+            torch.testing.assert_close(incremental.logits, full[:, t], rtol=0, atol=1e-5, msg=f"step {t}")
+            if t < 4:
+                incremental.advance(tokens[:, t])
