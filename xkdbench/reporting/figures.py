@@ -53,8 +53,8 @@ def _save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
     paths = []
     for fmt_ in ("png", "pdf"):
         path = out_dir / "figures" / f"{name}.{fmt_}"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt_, dpi=150)
+        with atomic_path(path) as tmp:  # no creation date in a PDF: the same figure gives the same bytes
+            fig.savefig(tmp, format=fmt_, dpi=150, metadata={"CreationDate": None} if fmt_ == "pdf" else None)
         paths.append(path)
     return paths
 
