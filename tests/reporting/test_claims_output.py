@@ -158,3 +158,12 @@ def test_a_time_claim_counts_ties_as_not_faster_and_drops_seeds_without_a_time(t
     none = _designed_claims(monkeypatch, tmp_path, {"claim": "c", "measure": "time_to_target"},
                             times=[(nan, 1.0), (2.0, nan), (nan, nan)])
     assert none.empty
+
+
+def test_reconstructed_methods_are_marked_in_the_claims(tmp_path):
+    write_claims(pd.DataFrame(ROWS, columns=COLUMNS), None, tmp_path,
+                 {"xkd": "xkd_seq", "sft": "sft", "sft_aa": "sft", "distillm": "distillm", "gkd": "gkd"})
+    text = (tmp_path / "claims.md").read_text()
+    assert "| xkd † vs sft |" in text and "| distillm vs gkd |" in text and "| sft vs sft_aa |" in text
+    assert text.endswith("†: reconstructed (the paper's full text or code was not available; the method's "
+                         "docstring and README list what was filled in).\n")

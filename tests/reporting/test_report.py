@@ -237,3 +237,25 @@ def test_a_figure_saved_twice_has_the_same_bytes(tmp_path, monkeypatch):
         (tmp_path / run / "figures").mkdir(parents=True)
         outputs.append([p.read_bytes() for p in _save(fig, tmp_path / run, "curve")])
     assert outputs[0] == outputs[1]
+
+
+def test_reconstructed_methods_are_marked_in_the_main_table(tmp_path):
+    """X-KD's and the PbKD family's objectives are partly filled in (no full text or code): the table says so."""
+    from xkdbench.reporting.settings import ReportSettings
+    from xkdbench.reporting.tables import write_main_table
+    rows = [{"task": "translation", "model": model, "method_key": key, "role": role, "fraction": 1.0, "metric": "bleu",
+             "mean": 1.0, "ci95_half_width": 0.1, "n_seeds": 3, "num_inputs": "200", "best": False}
+            for model, key, role in (("teacher", "teacher", "teacher"), ("sft", "sft", "distilled"),
+                                     ("xkd_seq", "xkd_seq", "distilled"), ("pbkd_online", "pbkd_online", "distilled"),
+                                     ("amm", "amm", "distilled"), ("gkd_rkl_on", "gkd", "distilled"))]
+    write_main_table(pd.DataFrame(rows), ReportSettings(1.0, (), "translation"), tmp_path)
+    md, tex = (tmp_path / "main_table.md").read_text(), (tmp_path / "main_table.tex").read_text()
+    for name in ("xkd_seq", "pbkd_online", "amm"):
+        assert f"| {name} † |" in md and f"{fmt_latex(name)} †" in tex
+    for name in ("teacher", "sft", "gkd_rkl_on"):
+        assert f"| {name} |" in md
+    assert "†: reconstructed" in md
+
+
+def fmt_latex(name):
+    return name.replace("_", r"\_")

@@ -186,7 +186,7 @@ class AMM(Method):
 
     Config = AMMConfig
     paper = Paper("Adversarial Moment-Matching Distillation of Large Language Models (reconstructed)",
-                  "2406.02959", "NeurIPS 2024")
+                  "2406.02959", "NeurIPS 2024", reconstructed=True)
 
     @classmethod
     def uses_teacher_outputs(cls, config) -> bool:

@@ -28,6 +28,9 @@ class Paper:
     title: str
     arxiv: str | None = None
     venue: str | None = None
+    # the method's objective is filled in here where neither the full text nor code was available (the
+    # method's docstring lists what); the report marks such variants with a dagger
+    reconstructed: bool = False
 
 
 METHODS: Registry[type[Method]] = Registry("method")

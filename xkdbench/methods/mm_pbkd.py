@@ -84,7 +84,8 @@ class MMPbKD(AMM):
     """
 
     Config = MMPbKDConfig
-    paper = Paper("Online Knowledge Distillation with Reward Guidance (MM-PbKD, reconstructed)", "2505.18952")
+    paper = Paper("Online Knowledge Distillation with Reward Guidance (MM-PbKD, reconstructed)", "2505.18952",
+                  reconstructed=True)
 
     @classmethod
     def uses_teacher_outputs(cls, config) -> bool:

@@ -31,7 +31,8 @@ from xkdbench.models.batch import Batch
 from xkdbench.models.seq2seq import Seq2SeqLM, eval_mode
 from xkdbench.validation import ConfigError, check_range
 
-PAPER = Paper("Online Knowledge Distillation with Reward Guidance (PbKD, reconstructed)", "2505.18952")
+PAPER = Paper("Online Knowledge Distillation with Reward Guidance (PbKD, reconstructed)", "2505.18952",
+              reconstructed=True)
 REWARD_NAME = "reward_model"  # saved beside the checkpoint as reward_model.pt
 
 

@@ -24,7 +24,8 @@ from xkdbench.methods.xkd_reward import (
 from xkdbench.models.batch import Batch
 from xkdbench.validation import check_choice
 
-PAPER = Paper("X-KD: General Experiential Knowledge Distillation for Large Language Models", "2602.12674")
+PAPER = Paper("X-KD: General Experiential Knowledge Distillation for Large Language Models", "2602.12674",
+              reconstructed=True)
 REGULARISER_ON = ("same", "gold")
 
 

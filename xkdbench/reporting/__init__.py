@@ -63,7 +63,8 @@ def build_report(config: ExperimentConfig, results_dir: Path, out_dir: Path) -> 
         log.info("win rates skipped: no pairs (set report.win_rate_pairs, or configure an xkd method)")
     paths["cost_table"] = tables.write_cost_table(tables.cost_table(tidy, config), out_dir)
     if settings.claims:
-        paths["claims"] = claims.write_claims(claims.claims_table(config, settings, results_dir), settings, out_dir)
+        paths["claims"] = claims.write_claims(claims.claims_table(config, settings, results_dir), settings, out_dir,
+                                               {m.name: m.method for m in config.methods})
     else:
         paths["claims"] = []
         log.info("claims skipped: none configured (report.claims)")

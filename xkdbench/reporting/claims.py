@@ -30,7 +30,7 @@ from xkdbench.reporting import formatting as fmt
 from xkdbench.reporting.collect import Model, time_to_target, validation_curve
 from xkdbench.reporting.settings import PER_CELL_MEASURES, ReportSettings
 from xkdbench.reporting.stats import t_interval
-from xkdbench.reporting.tables import PairedScores, compare, interval_note
+from xkdbench.reporting.tables import PairedScores, compare, interval_note, reconstructed
 
 log = logging.getLogger(__name__)
 VERDICTS = {"A better": "reproduced", "B better": "not reproduced (B better)", "inconclusive": "inconclusive"}
@@ -92,11 +92,18 @@ def _time_comparison(config: ExperimentConfig, results_dir: Path, claim, task: s
             "verdict": verdict}
 
 
-def write_claims(table: pd.DataFrame, settings: ReportSettings, out_dir: Path) -> list[Path]:
+def write_claims(table: pd.DataFrame, settings: ReportSettings, out_dir: Path,
+                 method_keys: dict[str, str] | None = None) -> list[Path]:
+    """claims.csv and claims.md; method_keys (variant name -> method) marks reconstructed methods with †."""
+    keys = method_keys or {}
+
+    def label(name: str) -> str:
+        return f"{name} †" if reconstructed(keys.get(name, "")) else name
+
     header = ["claim", "task", "A vs B", "fraction", "by", "seeds A > B", "seeds x inputs", "mean A - B [95% CI]",
               "verdict"]
     body = [[f"{r.claim} (control: must be inconclusive)" if r.control else r.claim, r.task,
-             f"{r.method_a} vs {r.method_b}", f"{r.fraction:g}", MEASURE_LABELS[r.measure],
+             f"{label(r.method_a)} vs {label(r.method_b)}", f"{r.fraction:g}", MEASURE_LABELS[r.measure],
              f"{r.seeds_a_better} of {r.n_seeds}",
              f"{r.n_seeds} x {r.n_inputs}" if r.measure not in PER_CELL_MEASURES else f"{r.n_seeds} runs",
              f"{r.mean_difference:+.4f} [{r.ci95_low:+.4f}, {r.ci95_high:+.4f}]", f"**{r.verdict}**"]
@@ -114,6 +121,8 @@ def write_claims(table: pd.DataFrame, settings: ReportSettings, out_dir: Path) -
           "NLL first reaches the level both runs of a seed reach (the higher of their two lowest values), where "
           "A is better when it takes less (A - B below 0), with a t-interval over the seeds' paired "
           "differences (seeds only: one value per training run); seconds are wall-clock seconds of cells that "
-          "may have shared the machine with another job.\n"]
+          "may have shared the machine with another job."
+          + (" †: reconstructed (the paper's full text or code was not available; the method's docstring and "
+             "README list what was filled in)." if any("†" in row[2] for row in body) else "") + "\n"]
     write_text(out_dir / "claims.md", "\n".join(md))
     return [fmt.write_csv(out_dir / "claims.csv", table), out_dir / "claims.md"]

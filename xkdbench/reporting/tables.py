@@ -89,6 +89,16 @@ def _best_vs_runner_up(block: list[dict], scores: PairedScores, measure: str, se
                 vs_runner_up_verdict="separable" if result["verdict"] == "A better" else "not separable")
 
 
+def reconstructed(method_key: str) -> bool:
+    """Whether a method's objective was reconstructed (`Paper.reconstructed`); False for the teacher, the
+    student initialisation and variants trained outside the suite."""
+    from xkdbench.methods import METHODS  # the registry imports torch: only when a table is written
+    if method_key not in METHODS:
+        return False
+    paper = METHODS.get(method_key).paper
+    return paper is not None and paper.reconstructed
+
+
 def _main_caption(task_rows: pd.DataFrame, settings: ReportSettings) -> str:
     seeds = fmt.count_label(task_rows.loc[task_rows["role"] == "distilled", "n_seeds"])
     return (f"{task_rows['task'].iloc[0]}: greedy decoding on {fmt.count_label(task_rows['num_inputs'])} test "
@@ -125,9 +135,13 @@ def write_main_table(table: pd.DataFrame, settings: ReportSettings, out_dir: Pat
                 cells_md.append(f"**{text}**" if r["best"] else text)
                 cells_tex.append(f"\\textbf{{{fmt.latex_escape(text)}}}" if r["best"] else fmt.latex_escape(text))
             n = str(int(model_rows["n_seeds"].max()))
-            md_rows.append([model, *cells_md, n])
-            tex_blocks[model_rows["role"].iloc[0] == "distilled"].append([fmt.latex_escape(model), *cells_tex, n])
+            label = f"{model} †" if reconstructed(model_rows["method_key"].iloc[0]) else model
+            md_rows.append([label, *cells_md, n])
+            tex_blocks[model_rows["role"].iloc[0] == "distilled"].append([fmt.latex_escape(label), *cells_tex, n])
         caption = _main_caption(task_rows, settings) + _runner_up_note(task_rows)
+        if any(reconstructed(key) for key in task_rows["method_key"]):
+            caption += (" †: reconstructed (the paper's full text or code was not available; the method's "
+                        "docstring and README list what was filled in).")
         md += [f"## {task}\n", fmt.markdown(header, md_rows), f"{caption}\n"]
         tex.append(fmt.latex_table(header, tex_blocks, caption, f"tab:main-{task}"))
     paths = [fmt.write_csv(out_dir / "main_table.csv", table)]
