@@ -3,9 +3,9 @@
 For each module group below, a copy of the checkout is made under `--workdir` (default `.mutation/`),
 given its own mutmut configuration (the files to mutate and the fast tests that own them), and
 `mutmut run` mutates it there: each mutant runs only the tests that called the mutated function in
-mutmut's first, traced run. The working tree is never touched. A second run of this script reuses each
-group's finished mutants (mutmut keeps their results), so an interrupted run continues; `--retest` tests
-the earlier survivors again, after tests were added.
+mutmut's traced run. The working tree is never touched. A second run of this script reuses each
+group's finished mutants (mutmut keeps their results), so an interrupted run continues; `--retest` traces
+the tests again and tests the earlier survivors again, after tests were added.
 
 Prints per group: mutants, killed (a failing test or a timeout), equivalent (listed with a reason in
 `tests/mutation_equivalent.yaml`), out of reach (listed in `tests/mutation_out_of_reach.yaml`: code that
@@ -40,9 +40,11 @@ GROUPS = {
     # methods: with the test of which sequences each method asks the teacher about (a teacher-cache test)
     "methods": (["xkdbench/methods/*"], ["tests/methods/", "tests/core/test_teacher_cache.py::"
                                          "test_each_method_declares_the_sequences_it_asks_the_teacher_about"]),
-    # core: with MiniLLM's tests (mixture sampling) and the sampling settings' tests of the methods
+    # core: with MiniLLM's tests (mixture sampling), the sampling settings' tests of the methods and the
+    # oracle-labelled preference pairs (the core's oracle plumbing)
     "core": (["xkdbench/core/*"], ["tests/core/", "tests/methods/test_minillm.py",
-                                   "tests/methods/test_methods_independent.py"]),
+                                   "tests/methods/test_methods_independent.py",
+                                   "tests/methods/test_oracle_labels.py"]),
     "stats": (["xkdbench/reporting/stats.py"], ["tests/reporting/"]),
     "claims": (["xkdbench/reporting/claims.py"], ["tests/reporting/"]),
     "metrics": (["xkdbench/tasks/metrics.py"], ["tests/tasks/", "tests/evaluation/"]),
@@ -92,6 +94,9 @@ def run_group(copy: Path, children: int, sample: int | None, retest: bool, equiv
 
     mutmut keeps earlier verdicts; with `retest`, the mutants that were not killed are tested again
     against today's tests (after tests were added)."""
+    if retest:  # the map of which tests reach which function is from the first traced run: tests added
+        # since then would never run against the mutants, so mutmut traces the tests again
+        (copy / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
     resumed = (copy / "mutants").is_dir()
     if not resumed:  # generate the mutants and trace the tests without testing any mutant yet
         mutmut_run(copy, ["xkdbench.no_such_mutant"], children, log, check=False)
@@ -119,13 +124,21 @@ def signature(copy: Path, name: str) -> str:
 
 
 def still_listed(copy: Path, status: dict[str, str], listed: dict) -> tuple[list[str], list[str]]:
-    """The surviving mutants whose list entry still describes them, and those whose entry is stale (the
-    function changed and mutmut renumbered its mutants, so the number now names another mutant)."""
-    current, stale = [], []
-    for name, state in status.items():
-        if state not in KILLED and name in listed:
-            (current if signature(copy, name) == listed[name]["mutant"] else stale).append(name)
+    """The surviving mutants a list entry describes, and the entries that describe none of them.
+
+    A survivor is listed when an entry for the same function records its mutated line. The match is by
+    line, not by mutmut's number: a changed function renumbers its mutants, so a number may come to name
+    another mutant (then it must not be excused) and a listed mutant may get another number."""
+    lines = {(function_of(name), entry["mutant"]) for name, entry in listed.items()}
+    current = [name for name, state in status.items()
+               if state not in KILLED and (function_of(name), signature(copy, name)) in lines]
+    stale = [name for name in listed if name in status and status[name] not in KILLED and name not in current]
     return current, stale
+
+
+def function_of(mutant: str) -> str:
+    """The mutated function's name in a mutant's name (<module>.x_<function>__mutmut_<n>)."""
+    return mutant.rsplit("__mutmut_", 1)[0]
 
 
 def results(copy: Path) -> dict[str, str]:
@@ -166,7 +179,7 @@ def main() -> None:
         reach, stale_reach = still_listed(copy, status, out_of_reach)
         survivors = [(n, s) for n, s in status.items()
                      if s not in KILLED and n not in equiv and n not in reach]
-        survivors = [(n, f"{s} (listed, but its entry's `mutant` line no longer matches: re-check it)"
+        survivors = [(n, f"{s} (its list entry's `mutant` line no longer matches: re-check it)"
                       if n in stale + stale_reach else s) for n, s in survivors]
         missing += survivors
         scored = len(status) - len(equiv) - len(reach)

@@ -28,10 +28,15 @@ def test_every_entry_names_its_mutant_and_a_reason_and_sits_in_one_list():
     assert not set(entries[0]) & set(entries[1])
 
 
-def test_a_stale_entry_counts_as_a_survivor(monkeypatch, tmp_path):
+def test_entries_match_by_function_and_line_not_by_number(monkeypatch, tmp_path):
+    """mutmut renumbers a changed function's mutants: an entry excuses the survivor whose mutated line it
+    records (under whatever number), and never the mutant that now carries its old number."""
     script = load_script()
-    shown = {"m_1": "x = a - b", "m_2": "y = None", "m_3": "z = 1"}
+    shown = {"mod.x_f__mutmut_1": "x = a - b", "mod.x_f__mutmut_2": "y = None", "mod.x_f__mutmut_3": "z = 1",
+             "mod.x_g__mutmut_1": "y = 2"}
     monkeypatch.setattr(script, "signature", lambda copy, name: shown[name])
-    listed = {"m_1": {"mutant": "x = a - b", "why": "."}, "m_2": {"mutant": "y = 2", "why": "."}}
-    status = {"m_1": "survived", "m_2": "survived", "m_3": "killed"}
-    assert script.still_listed(tmp_path, status, listed) == (["m_1"], ["m_2"])
+    listed = {"mod.x_f__mutmut_2": {"mutant": "x = a - b", "why": "."},  # renumbered: now mutant 1
+              "mod.x_f__mutmut_3": {"mutant": "y = 2", "why": "."}}  # its line survives in another function only
+    status = {"mod.x_f__mutmut_1": "survived", "mod.x_f__mutmut_2": "survived", "mod.x_f__mutmut_3": "killed",
+              "mod.x_g__mutmut_1": "survived"}
+    assert script.still_listed(tmp_path, status, listed) == (["mod.x_f__mutmut_1"], ["mod.x_f__mutmut_2"])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import pytest
@@ -120,7 +121,9 @@ def test_schedules():
     assert lr_factor(0, cfg) == 0.5 and lr_factor(1, cfg) == 1.0
     assert lr_factor(2, cfg) == pytest.approx(1.0) and lr_factor(10, cfg) == pytest.approx(0.0)
     assert lr_factor(6, cfg) == pytest.approx(0.5)
-    assert lr_factor(6, TrainingConfig(steps=10, warmup_steps=2, schedule="linear")) == pytest.approx(0.5)
+    # a quarter of the way: linear 0.75, cosine (1 + cos(pi / 4)) / 2 (at half-way both are 0.5)
+    assert lr_factor(4, TrainingConfig(steps=10, warmup_steps=2, schedule="linear")) == pytest.approx(0.75)
+    assert lr_factor(4, cfg) == pytest.approx((1 + math.cos(math.pi / 4)) / 2)
     assert lr_factor(9, TrainingConfig(steps=10, warmup_steps=2, schedule="constant")) == 1.0
 
 
@@ -219,8 +222,10 @@ def test_a_non_finite_loss_stops_the_run_naming_step_and_term(tmp_path, tokenize
     student = tiny_model(tokenizer, "llama", seed=1)
     cfg = TrainingConfig(steps=5, batch_size=8, lr=1e-2, warmup_steps=1, log_every=1, checkpoint_every=2)
     setup = TrainSetup(_DivergingSFT, method_config("sft", {}), student, toy_data, cfg, 0, CPU)
-    with pytest.raises(NonFiniteLossError, match=re.escape(f"step 3: {named}")):
+    with pytest.raises(NonFiniteLossError, match=re.escape(f"step 3: {named}")) as raised:
         train(setup, tmp_path / "run")
+    assert str(raised.value).endswith("the update was not applied and the cell stopped (lower training.lr or loss "
+                                      "settings, or check the inputs)")
     # the update of step 3 was not applied: the weights are those after step 2, all finite
     assert all(torch.isfinite(p).all() for p in student.model.parameters())
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
@@ -237,6 +242,8 @@ def test_resume_restores_a_methods_own_modules(tmp_path, tokenizer, family, toy_
     assert stopped == {"stopped_at": 2}
     resumed, _ = run(tokenizer, family, toy_data, tmp_path / "cut", method="xkd_seq", steps=4)
     assert_same_weights(full, resumed, exact=True)
+    for d in ("full", "cut"):  # the method's own module beside the weights, and nothing else
+        assert sorted(p.name for p in (tmp_path / d / "model").glob("*.pt")) == ["reward_head.pt"]
     heads = [torch.load(tmp_path / d / "model" / "reward_head.pt") for d in ("full", "cut")]
     assert heads[0].keys() == heads[1].keys() and heads[0]
     for key in heads[0]:
@@ -281,9 +288,24 @@ def test_the_teacher_is_frozen_and_in_eval_mode(tmp_path, tokenizer, family, toy
     setup = TrainSetup(METHODS.get("supervised_kd"), method_config("supervised_kd", {}), student, toy_data, cfg, 0,
                        CPU, teacher=teacher, sampling=SamplingConfig(), max_new_tokens=8)
     before = weights(teacher)
-    train(setup, tmp_path / "r")
+    train(setup, tmp_path / "not" / "yet" / "there")  # the output directory's parents are made too
     assert not teacher.model.training
     assert not any(p.requires_grad for p in teacher.model.parameters())
     assert all(p.grad is None for p in teacher.model.parameters())
     for key, value in weights(teacher).items():
         assert torch.equal(value, before[key]), key
+
+
+@pytest.mark.parametrize("family", ["llama"])
+def test_the_runs_sampling_settings_reach_its_samples(tmp_path, tokenizer, family, toy_data):
+    """On-policy GKD trained with sampling temperature 0.05 ends elsewhere than at the default 1.0."""
+    ends = []
+    for temperature in (1.0, 0.05):
+        student = tiny_model(tokenizer, family, seed=1)
+        cfg = TrainingConfig(steps=2, batch_size=8, lr=1e-2, warmup_steps=1, log_every=1)
+        setup = TrainSetup(METHODS.get("gkd"), method_config("gkd", {"student_data_fraction": 1.0}), student,
+                           toy_data, cfg, 0, CPU, teacher=tiny_model(tokenizer, family, seed=2, width=48),
+                           sampling=SamplingConfig(sampling_temperature=temperature), max_new_tokens=8)
+        train(setup, tmp_path / str(temperature))
+        ends.append(weights(student))
+    assert any(not torch.equal(ends[0][k], ends[1][k]) for k in ends[0])
