@@ -75,7 +75,9 @@ def test_accumulation_invariance_of_training(tmp_path, tokenizer, family, toy_da
     assert_same_weights(a, b)
 
 
-@pytest.mark.parametrize("method,settings", [("sft", {}), ("gkd", {"student_data_fraction": 0.5})])
+# fully on-policy too: the resumed run must continue the sampling stream (a coin at 0.5 may skip it)
+@pytest.mark.parametrize("method,settings", [("sft", {}), ("gkd", {"student_data_fraction": 0.5}),
+                                             ("gkd", {"student_data_fraction": 1.0})])
 def test_resume_equals_uninterrupted(tmp_path, tokenizer, family, toy_data, method, settings):
     full, summary = run(tokenizer, family, toy_data, tmp_path / "full", method=method, settings=settings, steps=5)
     run(tokenizer, family, toy_data, tmp_path / "cut", method=method, settings=settings, steps=5, stop_after=2)
@@ -309,3 +311,4 @@ def test_the_runs_sampling_settings_reach_its_samples(tmp_path, tokenizer, famil
         train(setup, tmp_path / str(temperature))
         ends.append(weights(student))
     assert any(not torch.equal(ends[0][k], ends[1][k]) for k in ends[0])
+
