@@ -27,6 +27,9 @@ REFUSED = [
     ("amm", {"on_policy_weight": 1.5}, "on_policy_weight", "[0, 1]"),
     ("amm", {"adversary_lr": 0.0}, "adversary_lr", "(0, inf)"),
     ("amm", {"num_samples": 0}, "num_samples", "[1, inf)"),
+    ("distillm", {"initial_threshold": 1.5}, "initial_threshold", "[0, 1]"),
+    ("distillm", {"threshold_increment": 1.5}, "threshold_increment", "[0, 1]"),
+    ("pbkd_offline", {"pair_batch_size": 0}, "pair_batch_size", "[1, inf)"),
 ]
 
 
