@@ -97,9 +97,9 @@ def run_group(copy: Path, children: int, sample: int | None, retest: bool, equiv
     if retest:  # the map of which tests reach which function is from the first traced run: tests added
         # since then would never run against the mutants, so mutmut traces the tests again
         (copy / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
-    resumed = (copy / "mutants").is_dir()
-    if not resumed:  # generate the mutants and trace the tests without testing any mutant yet
-        mutmut_run(copy, ["xkdbench.no_such_mutant"], children, log, check=False)
+    # (re)generate the mutants of files changed since the last run (their verdicts start over) and trace
+    # the tests if needed, without testing any mutant yet
+    mutmut_run(copy, ["xkdbench.no_such_mutant"], children, log, check=False)
     everything = results(copy)
     chosen = sorted(everything) if sample is None else \
         sorted(random.Random(0).sample(sorted(everything), min(sample, len(everything))))

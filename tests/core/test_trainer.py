@@ -4,12 +4,13 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 
 import pytest
 import torch
 
 from tests.conftest import tiny_model
-from xkdbench.config import SamplingConfig, TrainingConfig
+from xkdbench.config import ConfigError, SamplingConfig, TrainingConfig
 from xkdbench.core.context import TrainContext
 from xkdbench.core.data import StepLoader
 from xkdbench.core.trainer import TrainSetup, backward_step, lr_factor, train
@@ -312,3 +313,27 @@ def test_the_runs_sampling_settings_reach_its_samples(tmp_path, tokenizer, famil
         ends.append(weights(student))
     assert any(not torch.equal(ends[0][k], ends[1][k]) for k in ends[0])
 
+
+
+@pytest.mark.parametrize("family", ["llama"])
+def test_a_resumed_runs_seconds_count_only_its_training(tmp_path, tokenizer, family, toy_data):
+    """The checkpoint stores the seconds trained so far; the resumed summary adds the rest, so it lies
+    within the wall time of the two calls (not a clock reading)."""
+    started = time.perf_counter()
+    run(tokenizer, family, toy_data, tmp_path / "cut", steps=3, stop_after=1)
+    _, summary = run(tokenizer, family, toy_data, tmp_path / "cut", steps=3)
+    assert 0 < summary["seconds"] <= time.perf_counter() - started
+
+
+@pytest.mark.parametrize("family", ["llama"])
+def test_a_checkpoint_of_another_process_count_is_refused_naming_both(tmp_path, tokenizer, family, toy_data):
+    run(tokenizer, family, toy_data, tmp_path / "cut", steps=3, stop_after=1)
+    path = tmp_path / "cut" / "checkpoint" / "trainer_state.pt"
+    state = torch.load(path, weights_only=False)
+    state["rng_ranks"] = [state["rng"], state["rng"]]  # as 2 torchrun ranks write it
+    torch.save(state, path)
+    record_files(path.parent)
+    message = (f"{tmp_path / 'cut' / 'checkpoint'}: written by 2 process(es); resume it with the same number, "
+               "or delete it to start over with 1")
+    with pytest.raises(ConfigError, match="^" + re.escape(message) + "$"):
+        run(tokenizer, family, toy_data, tmp_path / "cut", steps=3)
