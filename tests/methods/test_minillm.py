@@ -249,3 +249,17 @@ def test_incremental_decoders_give_the_full_forwards_logits(tokenizer, family, t
             torch.testing.assert_close(incremental.logits, full[:, t], rtol=0, atol=1e-5, msg=f"step {t}")
             if t < 4:
                 incremental.advance(tokens[:, t])
+
+
+@pytest.mark.parametrize("family", ["llama"])
+def test_mixture_log_probabilities_at_a_sampling_temperature_by_hand(tokenizer, family):
+    """log(w softmax(p / tau) + (1 - w) softmax(q / tau)) at the drawn tokens, tau = 0.5, written out."""
+    ctx = TrainContext(tiny_model(tokenizer, family, seed=1), tiny_model(tokenizer, family, seed=2, width=48),
+                       SamplingConfig(sampling_temperature=0.5), max_new_tokens=8, device=CPU, use_bf16=False, seed=0)
+    impl = METHODS.get("minillm")(method_config("minillm", {"teacher_mix_weight": 0.2}), ctx)
+    g = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(2, 3, 7, generator=g), torch.randn(2, 3, 7, generator=g) * 3
+    ids = torch.randint(0, 7, (2, 3), generator=g)
+    mix = 0.2 * torch.softmax(teacher / 0.5, -1) + 0.8 * torch.softmax(student / 0.5, -1)
+    expected = mix.gather(-1, ids[..., None]).squeeze(-1).log()
+    torch.testing.assert_close(impl.mixture_logprobs(student, teacher, ids), expected, rtol=1e-5, atol=1e-6)
