@@ -88,12 +88,12 @@ def mutmut_run(copy: Path, names: list[str], children: int, log, check: bool = T
                    cwd=copy, check=check, stdout=log, stderr=subprocess.STDOUT)
 
 
-def run_group(copy: Path, children: int, sample: int | None, retest: bool, equivalent: dict,
+def run_group(copy: Path, children: int, sample: int | None, retest: bool, listed: dict,
               log) -> dict[str, str]:
     """Test a group's mutants (all, or a seeded sample of them) and return {mutant name: status}.
 
-    mutmut keeps earlier verdicts; with `retest`, the mutants that were not killed are tested again
-    against today's tests (after tests were added)."""
+    mutmut keeps earlier verdicts; with `retest`, the mutants that were not killed, and that no list
+    entry describes (`still_listed`), are tested again against today's tests (after tests were added)."""
     if retest:  # the map of which tests reach which function is from the first traced run: tests added
         # since then would never run against the mutants, so mutmut traces the tests again
         (copy / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
@@ -103,7 +103,9 @@ def run_group(copy: Path, children: int, sample: int | None, retest: bool, equiv
     everything = results(copy)
     chosen = sorted(everything) if sample is None else \
         sorted(random.Random(0).sample(sorted(everything), min(sample, len(everything))))
-    survivors = [n for n in chosen if everything[n] not in (*KILLED, "not checked") and n not in equivalent]
+    unchecked = {n: s for n, s in everything.items() if n in set(chosen) and s != "not checked"}
+    excused = set(still_listed(copy, unchecked, listed)[0])
+    survivors = [n for n, s in unchecked.items() if s not in KILLED and n not in excused]
     if retest and survivors:
         # first: a changed configuration makes mutmut drop every verdict, and the pass below redoes them
         mutmut_run(copy, survivors, children, log)

@@ -165,5 +165,7 @@ def test_reconstructed_methods_are_marked_in_the_claims(tmp_path):
                  {"xkd": "xkd_seq", "sft": "sft", "sft_aa": "sft", "distillm": "distillm", "gkd": "gkd"})
     text = (tmp_path / "claims.md").read_text()
     assert "| xkd † vs sft |" in text and "| distillm vs gkd |" in text and "| sft vs sft_aa |" in text
-    assert text.endswith("†: reconstructed (the paper's full text or code was not available; the method's "
-                         "docstring and README list what was filled in).\n")
+    assert text.endswith("may have shared the machine with another job. †: reconstructed (the paper's full text or "
+                         "code was not available; the method's docstring and README list what was filled in).\n")
+    write_claims(pd.DataFrame(ROWS, columns=COLUMNS), None, tmp_path, {"xkd": "xkd_seq"})  # the others unknown
+    assert "| xkd † vs sft |" in (tmp_path / "claims.md").read_text()

@@ -30,7 +30,7 @@ from xkdbench.reporting import formatting as fmt
 from xkdbench.reporting.collect import Model, time_to_target, validation_curve
 from xkdbench.reporting.settings import PER_CELL_MEASURES, ReportSettings
 from xkdbench.reporting.stats import t_interval
-from xkdbench.reporting.tables import PairedScores, compare, interval_note, reconstructed
+from xkdbench.reporting.tables import RECONSTRUCTED_NOTE, PairedScores, compare, interval_note, reconstructed
 
 log = logging.getLogger(__name__)
 VERDICTS = {"A better": "reproduced", "B better": "not reproduced (B better)", "inconclusive": "inconclusive"}
@@ -96,9 +96,10 @@ def write_claims(table: pd.DataFrame, settings: ReportSettings, out_dir: Path,
                  method_keys: dict[str, str] | None = None) -> list[Path]:
     """claims.csv and claims.md; method_keys (variant name -> method) marks reconstructed methods with †."""
     keys = method_keys or {}
+    marked = {n for r in table.itertuples() for n in (r.method_a, r.method_b) if n in keys and reconstructed(keys[n])}
 
     def label(name: str) -> str:
-        return f"{name} †" if reconstructed(keys.get(name, "")) else name
+        return f"{name} †" if name in marked else name
 
     header = ["claim", "task", "A vs B", "fraction", "by", "seeds A > B", "seeds x inputs", "mean A - B [95% CI]",
               "verdict"]
@@ -116,13 +117,12 @@ def write_claims(table: pd.DataFrame, settings: ReportSettings, out_dir: Path,
           f"{fmt.count_label(per_example['n_inputs']) if len(per_example) else 0} test inputs. " + interval_note()
           + " Verdict: reproduced when the interval lies above 0, not reproduced when it lies below 0, "
           "inconclusive otherwise. Seeds A > B: seeds whose mean A exceeds mean B. By score: "
-          + "; ".join(f"{task}: {label}" for task, label in fmt.PER_EXAMPLE.items())
+          + "; ".join(f"{task}: {metric}" for task, metric in fmt.PER_EXAMPLE.items())
           + "; by oracle: the oracle score (0-1); by time to target: training seconds until the validation "
           "NLL first reaches the level both runs of a seed reach (the higher of their two lowest values), where "
           "A is better when it takes less (A - B below 0), with a t-interval over the seeds' paired "
           "differences (seeds only: one value per training run); seconds are wall-clock seconds of cells that "
           "may have shared the machine with another job."
-          + (" †: reconstructed (the paper's full text or code was not available; the method's docstring and "
-             "README list what was filled in)." if any("†" in row[2] for row in body) else "") + "\n"]
+          + (" " + RECONSTRUCTED_NOTE if marked else "") + "\n"]
     write_text(out_dir / "claims.md", "\n".join(md))
     return [fmt.write_csv(out_dir / "claims.csv", table), out_dir / "claims.md"]

@@ -89,6 +89,10 @@ def _best_vs_runner_up(block: list[dict], scores: PairedScores, measure: str, se
                 vs_runner_up_verdict="separable" if result["verdict"] == "A better" else "not separable")
 
 
+RECONSTRUCTED_NOTE = ("†: reconstructed (the paper's full text or code was not available; the method's docstring "
+                      "and README list what was filled in).")
+
+
 def reconstructed(method_key: str) -> bool:
     """Whether a method's objective was reconstructed (`Paper.reconstructed`); False for the teacher, the
     student initialisation and variants trained outside the suite."""
@@ -140,8 +144,7 @@ def write_main_table(table: pd.DataFrame, settings: ReportSettings, out_dir: Pat
             tex_blocks[model_rows["role"].iloc[0] == "distilled"].append([fmt.latex_escape(label), *cells_tex, n])
         caption = _main_caption(task_rows, settings) + _runner_up_note(task_rows)
         if any(reconstructed(key) for key in task_rows["method_key"]):
-            caption += (" †: reconstructed (the paper's full text or code was not available; the method's "
-                        "docstring and README list what was filled in).")
+            caption += " " + RECONSTRUCTED_NOTE
         md += [f"## {task}\n", fmt.markdown(header, md_rows), f"{caption}\n"]
         tex.append(fmt.latex_table(header, tex_blocks, caption, f"tab:main-{task}"))
     paths = [fmt.write_csv(out_dir / "main_table.csv", table)]
