@@ -17,7 +17,7 @@ CLAIMS = [
     {"claim": "gkd beats sft by the oracle", "a": "gkd_jsd09", "b": "sft", "measure": "oracle"},
     {"claim": "sft beats gkd by the oracle", "a": "sft", "b": "gkd_jsd09", "measure": "oracle", "tasks": ["reasoning"]},
     {"claim": "gkd beats sft by the score at half the data", "a": "gkd_jsd09", "b": "sft", "fraction": 0.5,
-     "tasks": ["summarization"]},
+     "tasks": ["summarization"], "measure": "score"},
     {"claim": "sft gets to its best faster", "a": "sft", "b": "gkd_jsd09", "measure": "time_to_target",
      "tasks": ["summarization"]},
     {"claim": "gkd gets to its best faster", "a": "gkd_jsd09", "b": "sft", "measure": "time_to_target",
@@ -88,6 +88,9 @@ def test_time_to_target_is_the_level_both_runs_reach():
     ({"claim": "x", "a": "sft", "b": "sft"}, "config.report.claims[0]: a and b must differ"),
     ({"claim": "x", "a": "gkd_jsd09", "b": "sft", "fraction": 0.3}, "config.report.claims[0].fraction: 0.3 is not"),
     ({"claim": "x", "a": "gkd_jsd09", "b": "sft", "measure": "bleu"}, "config.report.claims[0].measure: 'bleu'"),
+    ({"claim": "x", "a": "gkd_jsd09", "b": "sft", "measure": ["score", "bleu"]}, "config.report.claims[0].measure: 'bleu'"),
+    ({"claim": "x", "a": "gkd_jsd09", "b": "sft", "measure": []}, "config.report.claims[0].measure: expected one of"),
+    ({"claim": "x", "a": "gkd_jsd09", "b": "sft", "measure": ["oracle", "oracle"]}, "lists a measure twice"),
     ({"claim": "x", "a": "gkd_jsd09", "b": "sft", "tasks": ["translation"]}, "config.report.claims[0].tasks: 'translation'"),
     ({"claim": "x", "a": "gkd_jsd09", "b": "sft", "seeds": [0]}, "config.report.claims[0]: unknown key(s) 'seeds'"),
 ])
@@ -95,6 +98,27 @@ def test_bad_claims_are_named(claim, message):
     with pytest.raises(ConfigError) as error:
         report_settings(make_config(claims=[claim]))
     assert message in str(error.value)
+
+
+def test_a_claim_is_decided_by_score_and_by_oracle_unless_it_names_its_measures():
+    def measures(**claim):
+        settings = report_settings(make_config(claims=[{"claim": "x", "a": "gkd_jsd09", "b": "sft", **claim}]))
+        return [c.measure for c in settings.claims]
+
+    assert measures() == ["greedy_score", "greedy_oracle"]
+    assert measures(measure="oracle") == ["greedy_oracle"]
+    assert measures(measure=["time_to_target", "score"]) == ["time_to_target", "greedy_score"]
+
+
+def test_a_claim_without_a_measure_gets_a_row_by_score_and_one_by_oracle(tmp_path):
+    write_results(tmp_path / "results")
+    claim = {"claim": "gkd beats sft", "a": "gkd_jsd09", "b": "sft", "tasks": ["summarization"]}
+    build_report(make_config(claims=[claim]), tmp_path / "results", tmp_path / "out")
+    table = pd.read_csv(tmp_path / "out" / "claims.csv")
+    assert list(zip(table["task"], table["measure"], strict=True)) == [
+        ("summarization", "greedy_score"), ("summarization", "greedy_oracle")]
+    oracle = table.iloc[1]  # the synthetic oracle is 0.05 higher on every input (as in the first test)
+    assert oracle["mean_difference"] == pytest.approx(0.05) and oracle["verdict"] == "reproduced"
 
 
 def control_config(claim, stream=1, **entry):

@@ -82,7 +82,7 @@ def test_a_task_without_both_models_has_no_row(tmp_path):
     shutil.rmtree(tmp_path / "results" / "cells" / "reasoning" / "gkd_jsd09")
     config = make_config(claims=[{"claim": "gkd beats sft", "a": "gkd_jsd09", "b": "sft"}])
     table = claims_table(config, report_settings(config), tmp_path / "results")
-    assert list(table["task"]) == ["summarization"]
+    assert list(table["task"]) == ["summarization"] * 2  # by score and by oracle
 
 
 def _designed_claims(monkeypatch, tmp_path, claim, per_seed=None, times=None):
@@ -124,7 +124,7 @@ def test_an_aa_control_that_decides_is_marked_failed_and_logged(tmp_path, monkey
                 for s, d in ((0, 0.01), (1, -0.02), (2, 0.03))}
     with caplog.at_level("WARNING", logger="xkdbench.reporting.claims"):
         row = _designed_claims(monkeypatch, tmp_path, {"claim": "A/A control: sft", "a": "sft_again", "b": "sft",
-                                                       "control": True}, per_seed).iloc[0]
+                                                       "control": True, "measure": "score"}, per_seed).iloc[0]
     assert row["verdict"] == verdict and row["control"]
     expected = ["A/A control sft_again vs sft on reasoning came out reproduced: the intervals are too narrow"]
     assert [r.getMessage() for r in caplog.records] == (expected if shift else [])

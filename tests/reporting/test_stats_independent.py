@@ -114,10 +114,12 @@ def designed(tmp_path_factory):
             (cell / "train_log.jsonl").write_text("".join(json.dumps({"step": k, "loss": 1.0, "seconds": t,
                                                                       "validation_nll": v}) + "\n"
                                                           for k, t, v in curve))
-    claims = [{"claim": "gkd beats sft by the score", "a": "gkd_jsd09", "b": "sft", "tasks": ["summarization"]},
+    claims = [{"claim": "gkd beats sft by the score", "a": "gkd_jsd09", "b": "sft", "tasks": ["summarization"],
+               "measure": "score"},
               {"claim": "gkd beats sft by the oracle", "a": "gkd_jsd09", "b": "sft", "measure": "oracle",
                "tasks": ["summarization"]},
-              {"claim": "sft beats gkd by the score", "a": "sft", "b": "gkd_jsd09", "tasks": ["summarization"]},
+              {"claim": "sft beats gkd by the score", "a": "sft", "b": "gkd_jsd09", "tasks": ["summarization"],
+               "measure": "score"},
               {"claim": "gkd is faster", "a": "gkd_jsd09", "b": "sft", "measure": "time_to_target",
                "tasks": ["summarization"]}]
     config = make_config(claims=claims, win_rate_pairs=[["gkd_jsd09", "sft"]])

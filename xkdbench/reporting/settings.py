@@ -10,9 +10,11 @@ Keys (all optional):
 - ``gkd_grid_task`` (default ``reasoning``): the task of the GKD grid (skipped when it is not configured).
 - ``claims`` (default none): the source papers' claims to test, each ``{claim: text, a: A, b: B}`` with
   optional ``tasks`` (default: every task where both ran), ``fraction`` (default the headline fraction)
-  ``measure`` (``score``: the per-example task metric, default; ``oracle``; or ``time_to_target``: the
-  training seconds until the validation NLL first reaches the level both runs of a seed reach, one
-  value per training run, lower is better) and ``control`` (default false). A per-example measure is
+  ``measure`` (``score``: the per-example task metric; ``oracle``; ``time_to_target``: the training
+  seconds until the validation NLL first reaches the level both runs of a seed reach, one value per
+  training run, lower is better; or a list of these; default ``[score, oracle]``: every claim is decided
+  by the task's metric and by the oracle, which tasks without an oracle skip) and ``control`` (default
+  false). A per-example measure is
   checked as "A scores higher than B" with an interval over the (seed, test input) matrix that covers
   both training runs and inputs (``xkdbench.reporting.stats``); ``time_to_target`` as "A takes less
   time than B" with a t-interval over the seeds' paired differences.
@@ -37,6 +39,7 @@ KEYS = ("headline_fraction", "win_rate_pairs", "gkd_grid_task", "claims", "valid
 CLAIM_KEYS = ("claim", "a", "b", "tasks", "fraction", "measure", "control")
 # claim measure -> column: per-example (higher is better) or, for the time measure, per cell (lower is better)
 MEASURES = {"score": "greedy_score", "oracle": "greedy_oracle", "time_to_target": "time_to_target"}
+DEFAULT_MEASURES = ("score", "oracle")  # a claim is decided by the task's metric and by the oracle
 PER_CELL_MEASURES = ("time_to_target",)
 
 
@@ -105,8 +108,8 @@ def report_settings(config: ExperimentConfig) -> ReportSettings:
     task = report.get("gkd_grid_task", "reasoning")
     if not isinstance(task, str):
         raise ConfigError(f"{where}.gkd_grid_task: expected a task name, got {task!r}")
-    claims = tuple(_claim(config, item, f"{where}.claims[{i}]", fraction, names + list(REFERENCES))
-                   for i, item in enumerate(_list(report.get("claims"), f"{where}.claims")))
+    claims = tuple(claim for i, item in enumerate(_list(report.get("claims"), f"{where}.claims"))
+                   for claim in _claim(config, item, f"{where}.claims[{i}]", fraction, names + list(REFERENCES)))
     curves = _list(report.get("validation_curves"), f"{where}.validation_curves")
     for i, name in enumerate(curves):
         if name not in names:
@@ -136,7 +139,9 @@ def _list(value, where: str) -> list:
     return value
 
 
-def _claim(config: ExperimentConfig, item, where: str, headline_fraction: float, allowed: list[str]) -> Claim:
+def _claim(config: ExperimentConfig, item, where: str, headline_fraction: float,
+           allowed: list[str]) -> tuple[Claim, ...]:
+    """One Claim per measure of the entry (default: by score and by oracle)."""
     if not isinstance(item, dict):
         raise ConfigError(f"{where}: expected a mapping with keys claim, a, b, got {item!r}")
     _no_unknown_keys(item, CLAIM_KEYS, where)
@@ -154,15 +159,23 @@ def _claim(config: ExperimentConfig, item, where: str, headline_fraction: float,
             raise ConfigError(f"{where}.tasks: {task!r} is not a task of the study; allowed: {', '.join(config.tasks)}")
     fraction = _configured_fraction(item.get("fraction", headline_fraction), [float(f) for f in config.fractions],
                                     f"{where}.fraction")
-    measure = item.get("measure", "score")
-    if measure not in MEASURES:
-        raise ConfigError(f"{where}.measure: {measure!r} is not allowed; allowed: {', '.join(MEASURES)}")
+    measures = item.get("measure", list(DEFAULT_MEASURES))
+    measures = [measures] if isinstance(measures, str) else measures
+    if not isinstance(measures, list) or not measures:
+        raise ConfigError(f"{where}.measure: expected one of {', '.join(MEASURES)} or a non-empty list of them, "
+                          f"got {measures!r}")
+    for measure in measures:
+        if measure not in MEASURES:
+            raise ConfigError(f"{where}.measure: {measure!r} is not allowed; allowed: {', '.join(MEASURES)}")
+    if len(set(measures)) != len(measures):
+        raise ConfigError(f"{where}.measure: {measures!r} lists a measure twice")
     control = item.get("control", False)
     if not isinstance(control, bool):
         raise ConfigError(f"{where}.control: expected true or false, got {control!r}")
     if control:
         _check_control(config, item, where)
-    return Claim(item["claim"], item["a"], item["b"], tuple(tasks), fraction, MEASURES[measure], control)
+    return tuple(Claim(item["claim"], item["a"], item["b"], tuple(tasks), fraction, MEASURES[measure], control)
+                 for measure in measures)
 
 
 def _check_control(config: ExperimentConfig, item: dict, where: str) -> None:
