@@ -105,3 +105,28 @@ def test_variants_limited_to_tasks_and_fractions_have_only_their_cells():
     cells = cfg.cells()
     assert [c for c in cells if c[1] == "grid"] == [("reasoning", "grid", 1.0, 0), ("reasoning", "grid", 1.0, 1)]
     assert len(cells) == 2 * 2 * 2 + 2  # sft everywhere, grid on one (task, fraction)
+
+
+# The paper study is the default study at the paper's scale: every method variant (with the settings
+# tuned on validation) and every claim. A deliberate difference is listed here, with its reason.
+PAPER_STUDY_EXCLUSIONS: dict[str, str] = {}  # variant or claim text -> why the paper study leaves it out
+
+
+def test_the_paper_study_has_every_method_and_claim_of_the_default_study():
+    from xkdbench.reporting.settings import report_settings
+
+    default, paper = load_config("workflows/config/default.yaml"), load_config("workflows/config/paper.yaml")
+    variants = {m.name: m for m in paper.methods}
+    for entry in default.methods:
+        if entry.name in PAPER_STUDY_EXCLUSIONS:
+            continue
+        assert entry.name in variants, f"method variant {entry.name!r} of the default study is missing from paper.yaml"
+        twin = variants[entry.name]
+        assert (twin.method, twin.settings, twin.stream, twin.tasks) == (
+            entry.method, entry.settings, entry.stream, entry.tasks), f"{entry.name!r} differs in paper.yaml"
+    paper_claims = {(c.text, c.a, c.b, c.measure, c.control) for c in report_settings(paper).claims}
+    for claim in report_settings(default).claims:
+        if claim.text in PAPER_STUDY_EXCLUSIONS:
+            continue
+        assert (claim.text, claim.a, claim.b, claim.measure, claim.control) in paper_claims, (
+            f"claim {claim.text!r} ({claim.a} vs {claim.b}, {claim.measure}) is missing from paper.yaml")
