@@ -111,6 +111,8 @@ def _train(stage: str, cfg: ExperimentConfig, arguments: dict, *, task_name: str
         student=student, data=data_, training=training, seed=seed, validation=validation,
         device=device, precision=cfg.precision, teacher=teacher, sampling=cfg.sampling,
         max_new_tokens=task_cfg.max_target_tokens, stream=stream, teacher_cache=teacher_cache,
+        label=f"{stage} {task_name}" + (f" {arguments['method']} f{fraction:g} seed{seed}" if "method" in arguments
+                                        else f" seed{seed}"),
     )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -249,7 +251,8 @@ def teacher_outputs(config, *, task: str, data: PathLike, teacher: PathLike, out
     started = time.perf_counter()
     outputs = decode_all(model, model.encode_prompts(prompts, task_cfg.max_prompt_tokens),
                          batch_size=cfg.evaluation.batch_size, max_new_tokens=task_cfg.max_target_tokens,
-                         do_sample=cfg.seqkd.decoding == "sample", temperature=cfg.seqkd.sampling_temperature)
+                         do_sample=cfg.seqkd.decoding == "sample", temperature=cfg.seqkd.sampling_temperature,
+                         progress=f"teacher-outputs {task}")
     write_jsonl(out, ({"prompt": p, "output": o[0]} for p, o in zip(prompts, outputs, strict=False)))
     return {"outputs": len(prompts), "decoding": cfg.seqkd.decoding, "seconds": time.perf_counter() - started}
 

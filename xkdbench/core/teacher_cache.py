@@ -48,6 +48,7 @@ from xkdbench.errors import ConfigError
 from xkdbench.integrity import verify_files
 from xkdbench.io import atomic_path, provenance, read_json, write_json
 from xkdbench.models.batch import Batch
+from xkdbench.progress import Progress
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -178,7 +179,10 @@ def build_teacher_cache(teacher, rows: list[tuple[list[int], list[int]]], out_di
                       "logprobs": open_memmap(tmp / "logprobs.npy", "w+", np.float16, (positions, top_k)),
                       "tail_logmass": open_memmap(tmp / "tail_logmass.npy", "w+", np.float32, (positions,))}
         order = sorted(range(len(rows)), key=lambda r: (len(rows[r][0]), len(rows[r][1])))  # less padding
+        progress = Progress("teacher-cache", len(order), unit="sequence")
         for start in range(0, len(order), batch_size):
+            if progress.due():
+                progress.update(start)
             chunk = order[start:start + batch_size]
             batch = teacher.collate([rows[r][0] for r in chunk], [rows[r][1] for r in chunk]).to(device)
             with torch.no_grad(), autocast():
@@ -197,6 +201,7 @@ def build_teacher_cache(teacher, rows: list[tuple[list[int], list[int]]], out_di
                 s, e = int(offsets[r]), int(offsets[r + 1])
                 for name, value in results.items():
                     arrays[name][s:e] = value[b, :e - s]
+        progress.update(len(order))
         for array in arrays.values():
             array.flush()
         del arrays

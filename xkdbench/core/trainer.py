@@ -34,6 +34,7 @@ from xkdbench.methods.base import Method
 from xkdbench.methods.common import token_nll
 from xkdbench.models.batch import Batch
 from xkdbench.models.seq2seq import Seq2SeqLM, eval_mode
+from xkdbench.progress import Progress
 
 CHECKPOINT = "checkpoint"
 FINAL = "model"
@@ -58,6 +59,7 @@ class TrainSetup:
     stream: int = 0  # the variant's random-stream offset (config `stream`; the A/A control differs in it)
     teacher_cache: TeacherCache | None = None  # the teacher's answers on the fixed training sequences
     oracle: Oracle | None = None  # the task's oracle on the training examples, for methods that need it
+    label: str = "train"  # names the run in its progress lines (xkdbench.progress)
 
 
 def lr_factor(step: int, cfg: TrainingConfig) -> float:
@@ -232,6 +234,7 @@ def train(setup: TrainSetup, out_dir: str | Path, *, stop_after: int | None = No
 
     t0 = time.perf_counter()
     end_step = cfg.steps if stop_after is None else min(cfg.steps, start_step + stop_after)
+    progress = Progress(setup.label, cfg.steps, start=start_step, enabled=main)
     with open(log_path if main else os.devnull, "a", encoding="utf-8") as log:  # rank 0 writes the log
         for step in range(start_step, end_step):
             micro = [method.sequences(examples.to(setup.device), step) for examples in loader.step_examples(step)]
@@ -259,6 +262,8 @@ def train(setup: TrainSetup, out_dir: str | Path, *, stop_after: int | None = No
                     method.on_validation(done, record["validation_nll"])
                 log.write(json.dumps(record) + "\n")
                 log.flush()
+            if progress.due() or done == end_step:  # reads the loss (a host sync) only when printing
+                progress.update(done, loss=float(sum(totals.unbind()) / step_tokens))
             if done < cfg.steps and (done % cfg.checkpoint_every == 0 or done == end_step):
                 save_checkpoint(done)
 

@@ -12,13 +12,19 @@ import torch
 from xkdbench.config import EvaluationConfig
 from xkdbench.evaluation.diversity import distinct_n_per_input, self_bleu
 from xkdbench.models.seq2seq import Seq2SeqLM
+from xkdbench.progress import Progress
 
 
 def decode_all(model: Seq2SeqLM, prompts: list[list[int]], *, batch_size: int, max_new_tokens: int,
-               do_sample: bool, temperature: float = 1.0, num_samples: int = 1, autocast=None) -> list[list[str]]:
-    """Decode every prompt (token ids); returns num_samples texts per prompt."""
+               do_sample: bool, temperature: float = 1.0, num_samples: int = 1, autocast=None,
+               progress: str | None = None) -> list[list[str]]:
+    """Decode every prompt (token ids); returns num_samples texts per prompt. progress: a label, to print
+    progress lines (xkdbench.progress) while a long decode runs."""
     outputs: list[list[str]] = []
+    lines = Progress(progress, len(prompts), unit="input") if progress else None
     for start in range(0, len(prompts), batch_size):
+        if lines and lines.due():
+            lines.update(start)
         rows = prompts[start:start + batch_size]
         batch = model.collate(rows, [[] for _ in rows]).to(model.model.device)
         with autocast() if autocast else torch.autocast("cpu", enabled=False):
@@ -26,6 +32,8 @@ def decode_all(model: Seq2SeqLM, prompts: list[list[int]], *, batch_size: int, m
                                  temperature=temperature, num_return_sequences=num_samples)
         texts = model.decode(out.target_ids, out.target_mask)
         outputs.extend(texts[i:i + num_samples] for i in range(0, len(texts), num_samples))
+    if lines:
+        lines.update(len(prompts))
     return outputs
 
 
