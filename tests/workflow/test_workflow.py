@@ -72,12 +72,14 @@ def test_smoke_study_end_to_end_and_interrupted_rerun(tmp_path):
     main = pd.read_csv(figures / "main_table.csv")
     assert set(main.loc[main.model == "trl_gkd", "task"]) == {"summarization", "translation", "reasoning"}
     claims = pd.read_csv(figures / "claims.csv")
-    assert len(claims) == 3 + 1 + 1 + 3 and set(claims.verdict) <= {"reproduced", "not reproduced (B better)",
-                                                                    "inconclusive"}
+    # by score and by oracle (a claim that names its measure: that one): 3 tasks x 2, 1, 1 task x 2, 3 tasks x 2
+    assert len(claims) == 6 + 1 + 2 + 6 and set(claims.verdict) <= {"reproduced", "not reproduced (B better)",
+                                                                   "inconclusive"}
+    assert set(claims.measure) == {"greedy_score", "greedy_oracle"}
     paired = claims[claims.method_a == "trl_gkd"]
-    assert list(paired.method_b) == ["gkd"] * 3 and (paired.n_inputs == 16).all()
+    assert list(paired.method_b) == ["gkd"] * 6 and (paired.n_inputs == 16).all()
     control = claims[claims.control]  # one seed: the interval covers the inputs only and decides nothing
-    assert list(control.verdict) == ["inconclusive"] and "A/A control" in control.claim.iloc[0]
+    assert list(control.verdict) == ["inconclusive"] * 2 and "A/A control" in control.claim.iloc[0]
     assert (claims.interval_covers == "inputs only (1 seed)").all()
     for name in ("main_table.md", "main_table.tex", "main_table.csv", "gkd_grid.md", "claims.md"):
         assert (figures / name).stat().st_size > 0
