@@ -138,7 +138,8 @@ def test_gkd_grid_placement(report):
 
 def test_every_output_exists_and_figures_are_nonempty(report):
     _, _, out, paths = report
-    for name in ("data_efficiency", "performance_diversity", "gkd_grid", "cost", "validation_curves"):
+    for name in ("data_efficiency", "performance_diversity", "gkd_grid", "cost", "validation_curves",
+                 "data_efficiency_paired", "claims_forest"):
         assert paths[f"figure_{name}"] == [out / "figures" / f"{name}.png", out / "figures" / f"{name}.pdf"]
     for files in paths.values():
         for path in files:
@@ -259,3 +260,70 @@ def test_reconstructed_methods_are_marked_in_the_main_table(tmp_path):
 
 def fmt_latex(name):
     return name.replace("_", r"\_")
+
+
+def test_paired_data_efficiency_subtracts_the_reference_seed_by_seed(report):
+    """gkd_jsd09 − sft per seed: 3 + 0.3 x the seed's noise (the closed forms of conftest.headline), so the
+    seed's shared part cancels; a t-interval over those differences (t(0.975, 2) = 4.3027, from tables)."""
+    from tests.reporting.conftest import SEED_NOISE
+    from xkdbench.reporting.figures import paired_differences
+
+    config, _, out, paths = report
+    tidy = pd.read_csv(out / "all_cells.csv")
+    table = paired_differences(tidy, config, "summarization", "sft", "headline").set_index(["method", "fraction"])
+    diffs = np.array([3.0 + 0.3 * noise for noise in SEED_NOISE])
+    row = table.loc[("gkd_jsd09", 1.0)]
+    assert row["n_seeds"] == 3 and row["mean"] == pytest.approx(diffs.mean())
+    assert row["half_width"] == pytest.approx(4.302652729911275 * diffs.std(ddof=1) / np.sqrt(3))
+    assert table.loc[("gkd_default", 0.5), "mean"] == pytest.approx(np.mean([1.0 + 0.1 * n for n in SEED_NOISE]))
+    assert "sft" not in table.index.get_level_values("method")  # the reference is the zero line
+    reasoning = paired_differences(tidy, config, "reasoning", "sft", "headline").set_index(["method", "fraction"])
+    assert reasoning.loc[("gkd_jsd09", 1.0), "n_seeds"] == 2  # seed 2's cell is missing: only paired seeds
+    assert reasoning.loc[("gkd_jsd09", 1.0), "mean"] == pytest.approx(np.mean(diffs[:2]) / 100)
+    assert paths["figure_data_efficiency_paired"][0].stat().st_size > 0
+
+
+def test_the_reference_method_defaults_to_sft_and_must_be_a_variant():
+    from xkdbench.config import ConfigError
+    from xkdbench.reporting.settings import report_settings
+
+    assert report_settings(make_config()).reference_method == "sft"
+    assert report_settings(make_config(reference_method="gkd_default")).reference_method == "gkd_default"
+    with pytest.raises(ConfigError, match="config.report.reference_method: 'teacher' is not a method variant"):
+        report_settings(make_config(reference_method="teacher"))
+
+
+def test_the_claims_forest_draws_every_claim_row_in_its_verdict_colour(tmp_path):
+    """The forest plot's lines: one per (claim, task, measure) row, at the row's interval, in its colour."""
+    from matplotlib.colors import to_rgba
+
+    from xkdbench.reporting import figures
+    from xkdbench.reporting.claims import COLUMNS, CONTROL_FAILED
+
+    rows = [("c1", "summarization", "greedy_score", -1.0, 2.0, "inconclusive"),
+            ("c2", "summarization", "greedy_score", 0.5, 1.5, "reproduced"),
+            ("c1", "reasoning", "greedy_oracle", -0.3, -0.1, "not reproduced (B better)"),
+            ("A/A control", "reasoning", "greedy_oracle", 0.1, 0.2, CONTROL_FAILED)]
+    table = pd.DataFrame([{**dict.fromkeys(COLUMNS), "claim": c, "task": t, "method_a": "gkd_jsd09", "method_b": "sft",
+                           "measure": m, "ci95_low": lo, "ci95_high": hi, "mean_difference": (lo + hi) / 2,
+                           "verdict": v} for c, t, m, lo, hi, v in rows])
+    drawn = []
+    original = figures._save
+    figures_dir = tmp_path / "out"
+    (figures_dir / "figures").mkdir(parents=True)
+
+    def capture(fig, out_dir, name):
+        for ax in fig.axes:
+            for line in ax.get_lines():
+                x = list(line.get_xdata())
+                if len(x) == 2 and x[0] != x[1]:  # an interval (the zero line is vertical: x = 0, 0)
+                    drawn.append((ax.get_title().split("\n")[0], tuple(map(float, x)), to_rgba(line.get_color())))
+        return original(fig, out_dir, name)
+
+    import unittest.mock
+    with unittest.mock.patch.object(figures, "_save", capture):
+        paths = figures.claims_forest(table, make_config(), figures_dir)
+    assert sorted(drawn) == sorted([
+        ("summarization", (-1.0, 2.0), to_rgba("tab:gray")), ("summarization", (0.5, 1.5), to_rgba("tab:green")),
+        ("reasoning", (-0.3, -0.1), to_rgba("tab:red")), ("reasoning", (0.1, 0.2), to_rgba("black"))])
+    assert [p.name for p in paths] == ["claims_forest.png", "claims_forest.pdf"]

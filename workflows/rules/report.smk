@@ -15,6 +15,9 @@ rule report:
         tidy=report(f"{FIGURES}/all_cells.csv", category="Tables", labels={"table": "all cells (tidy)"}),
         main=report(f"{FIGURES}/main_table.md", category="Tables", labels={"table": "main table"}),
         cost=report(f"{FIGURES}/cost.md", category="Tables", labels={"table": "cost"}),
+        claims=report(f"{FIGURES}/claims.md", category="Tables", labels={"table": "claims of the source papers"}),
+        # what the study still lacks: cells not yet run, or recorded as diverged
+        missing=report(f"{FIGURES}/missing_cells.txt", category="Tables", labels={"table": "missing or failed cells"}),
         figures=report(
             directory(f"{FIGURES}/figures"),
             patterns=["{name}.png"],

@@ -18,6 +18,8 @@ Outputs in out_dir (an empty list in the returned dict marks an output skipped, 
   claims.{csv,md}        each configured claim of the source papers: effect, 95% CI, verdict
   figures/{data_efficiency,performance_diversity,gkd_grid,cost}.{png,pdf}
   figures/validation_curves.{png,pdf}   validation NLL against training seconds (report.validation_curves)
+  figures/data_efficiency_paired.{png,pdf}   each method minus the reference method, paired by seed
+  figures/claims_forest.{png,pdf}   every claim's effect and interval, coloured by verdict
 """
 from __future__ import annotations
 
@@ -62,16 +64,14 @@ def build_report(config: ExperimentConfig, results_dir: Path, out_dir: Path) -> 
         paths["win_rates"] = []
         log.info("win rates skipped: no pairs (set report.win_rate_pairs, or configure an xkd method)")
     paths["cost_table"] = tables.write_cost_table(tables.cost_table(tidy, config), out_dir)
-    if settings.claims:
-        paths["claims"] = claims.write_claims(claims.claims_table(config, settings, results_dir), settings, out_dir,
-                                               {m.name: m.method for m in config.methods})
-    else:
-        paths["claims"] = []
-        log.info("claims skipped: none configured (report.claims)")
+    claim_rows = claims.claims_table(config, settings, results_dir)  # empty when none are configured
+    paths["claims"] = claims.write_claims(claim_rows, settings, out_dir, {m.name: m.method for m in config.methods})
+    paths["figure_claims_forest"] = figures.claims_forest(claim_rows, config, out_dir)
 
     colors = figures.method_colors(config)
     for name, draw in (("data_efficiency", figures.data_efficiency),
-                       ("performance_diversity", figures.performance_diversity), ("cost", figures.cost)):
+                       ("performance_diversity", figures.performance_diversity), ("cost", figures.cost),
+                       ("data_efficiency_paired", figures.paired_data_efficiency)):
         paths[f"figure_{name}"] = draw(tidy, config, settings, colors, out_dir)
 
     if settings.validation_curves:

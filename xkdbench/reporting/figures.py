@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 import matplotlib
+import matplotlib.lines
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -224,3 +225,116 @@ def validation_curves(config: ExperimentConfig, settings: ReportSettings, colors
     fig.suptitle(f"Validation NLL during training at data fraction {fraction:g} (one line per seed; dot: lowest, "
                  "whose time is the cost table's time to best)", fontsize="medium")
     return _save(fig, out_dir, "validation_curves")
+
+
+def _grid(nrows: int, ncols: int, width: float, heights: list[float], sharey: bool = False) -> tuple[Figure, np.ndarray]:
+    """A figure of nrows x ncols panels, row i `heights[i]` inches high."""
+    fig = Figure(figsize=(width * ncols, sum(heights)), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, squeeze=False, sharey="row" if sharey else False,
+                             gridspec_kw={"height_ratios": heights})
+
+
+def paired_differences(tidy, config: ExperimentConfig, task: str, reference: str, measure: str) -> pd.DataFrame:
+    """Per curve variant and data fraction: the mean over seeds of (variant − reference) on `measure`
+    (greedy, a cell's mean over the test inputs), paired by seed, with its 95% t half-width and the
+    number of seeds where both ran. Columns: method, fraction, mean, half_width, n_seeds."""
+    greedy = tidy[(tidy["decoding"] == "greedy") & (tidy["role"] == "distilled") & (tidy["task"] == task)]
+    base = greedy[greedy["method"] == reference].set_index(["fraction", "seed"])[measure]
+    rows = []
+    for entry in curve_variants(config, task):
+        if entry.name == reference:
+            continue
+        runs = greedy[greedy["method"] == entry.name].set_index(["fraction", "seed"])[measure]
+        for fraction, diffs in (runs - base).dropna().groupby(level="fraction"):  # seeds where both ran
+            mean, half, n = t_interval(diffs)
+            rows.append({"method": entry.name, "fraction": fraction, "mean": mean, "half_width": half, "n_seeds": n})
+    return pd.DataFrame(rows, columns=["method", "fraction", "mean", "half_width", "n_seeds"])
+
+
+def paired_data_efficiency(tidy, config: ExperimentConfig, settings: ReportSettings, colors,
+                           out_dir: Path) -> list[Path]:
+    """Each method minus the reference method (settings.reference_method) at every data fraction, paired
+    by seed (same student initialisation, same data), mean and 95% t-band of the per-seed differences: the
+    seed's own effect cancels, so the bands show the methods' differences, not the seeds' spread. A row
+    for the headline metric, one for the oracle where the tasks have it."""
+    greedy = tidy[(tidy["decoding"] == "greedy") & (tidy["role"] == "distilled")]
+    reference = settings.reference_method
+    measures = ["headline"] + (["oracle"] if "oracle" in greedy and greedy["oracle"].notna().any() else [])
+    fig, axes = _grid(len(measures), len(config.tasks), 5.0, [3.8] * len(measures))
+    for row, measure in enumerate(measures):
+        for ax, task in zip(axes[row], config.tasks, strict=True):
+            ax.axhline(0, color=colors.get(reference, "black"), linestyle="--", linewidth=1.2,
+                       label=f"{reference} (reference)")
+            table = paired_differences(tidy, config, task, reference, measure)
+            for name, curve in table.groupby("method", sort=False):
+                x, mean, ci = (curve[c].to_numpy(dtype=float) for c in ("fraction", "mean", "half_width"))
+                ax.plot(x, mean, marker="o", color=colors[name], label=name)
+                band = ~np.isnan(ci)
+                ax.fill_between(x[band], (mean - ci)[band], (mean + ci)[band], color=colors[name], alpha=0.12)
+            ax.set_xscale("log")
+            fractions = sorted(config.fractions)
+            ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
+            ax.minorticks_off()
+            rows = greedy[greedy["task"] == task]
+            metric = "oracle" if measure == "oracle" else (rows["headline_metric"].iloc[0] if len(rows) else "headline")
+            ax.set_ylabel(f"{fmt.metric_label(metric)}: method − {reference}")
+            if row == len(measures) - 1:
+                ax.set_xlabel("share of the distillation data (log scale)")
+            ax.set_title(task)
+            ax.grid(alpha=0.3)
+            _mark_empty(ax)
+    fig.suptitle(f"Data efficiency against {reference}: the difference per seed (same initialisation and data), "
+                 f"mean and 95% t-band over {_seeds(greedy)} seeds")
+    _legend(fig, list(axes.flat))
+    return _save(fig, out_dir, "data_efficiency_paired")
+
+
+VERDICT_COLORS = {"reproduced": "tab:green", "not reproduced (B better)": "tab:red", "inconclusive": "tab:gray"}
+
+
+def claims_forest(table: pd.DataFrame, config: ExperimentConfig, out_dir: Path) -> list[Path]:
+    """A forest plot of every claim: its effect A − B and 95% interval, a column per task and a row per
+    measure (each panel on its own scale), coloured by verdict; a failed A/A control in black."""
+    from xkdbench.reporting.claims import CONTROL_FAILED, MEASURE_LABELS
+
+    if table.empty:
+        fig, (ax,) = _figure(1, height=2.0)
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, "no claim had both models evaluated (report.claims)", ha="center", va="center", color="gray")
+        return _save(fig, out_dir, "claims_forest")
+    tasks = [t for t in config.tasks if (table["task"] == t).any()]
+    measures = [m for m in MEASURE_LABELS if (table["measure"] == m).any()]
+    # one line per claim entry (text, A, B), in config order, the same lines in every panel of a row
+    lines = {m: list(dict.fromkeys(zip(*(table.loc[table["measure"] == m, c] for c in ("claim", "method_a", "method_b")),
+                                       strict=True)))
+             for m in measures}
+    heights = [len(lines[m]) * 0.28 + 1.0 for m in measures]
+    fig, axes = _grid(len(measures), len(tasks), 3.8, [h + 0.3 for h in heights], sharey=True)
+    for row, measure in enumerate(measures):
+        keys = lines[measure]
+        for col, (ax, task) in enumerate(zip(axes[row], tasks, strict=True)):
+            here = table[(table["measure"] == measure) & (table["task"] == task)]
+            for r in here.itertuples():
+                y = keys.index((r.claim, r.method_a, r.method_b))
+                color = "black" if r.verdict == CONTROL_FAILED else VERDICT_COLORS.get(r.verdict, "tab:gray")
+                low, high = r.ci95_low, r.ci95_high
+                if not (math.isnan(low) or math.isnan(high)):
+                    ax.plot([low, high], [y, y], color=color, linewidth=2.2, solid_capstyle="butt")
+                ax.plot(r.mean_difference, y, "o", color=color, markersize=4.5)
+            ax.axvline(0, color="black", linewidth=0.8)
+            if col == 0:  # the row's panels share this axis: its labels show on the first one only
+                ax.set_yticks(range(len(keys)), [f"{text}: {a} vs {b}" for text, a, b in keys])
+                ax.set_ylim(len(keys) - 0.5, -0.5)
+            ax.tick_params(axis="y", labelsize="x-small", length=0, labelleft=col == 0)
+            ax.grid(axis="x", alpha=0.3)
+            unit = fmt.PER_EXAMPLE.get(task, "score") if measure == "greedy_score" else MEASURE_LABELS[measure]
+            ax.set_xlabel("A − B" + (" (below 0: A faster)" if measure == "time_to_target" else ""), fontsize="small")
+            ax.set_title(f"{task}\nby {unit}", fontsize="small")
+            _mark_empty(ax)
+    handles = [matplotlib.lines.Line2D([], [], color=c, marker="o", linewidth=2.2, label=v)
+               for v, c in {**VERDICT_COLORS, CONTROL_FAILED: "black"}.items()]
+    fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize="small")
+    fig.suptitle("Claims of the source papers: effect A − B with its 95% interval over training runs and test "
+                 "inputs, coloured by verdict", fontsize="medium")
+    return _save(fig, out_dir, "claims_forest")

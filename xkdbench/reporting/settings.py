@@ -22,6 +22,8 @@ Keys (all optional):
   differing only in their ``stream`` offset, and the claim text must say "A/A control".
 - ``validation_curves`` (default none): method variant names whose validation NLL is drawn against
   training seconds (figures/validation_curves), at the headline fraction, one line per seed.
+- ``reference_method`` (default ``sft`` when configured, else the first variant): the method the paired
+  data-efficiency figure subtracts, seed by seed (figures/data_efficiency_paired).
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
     from xkdbench.config import ExperimentConfig
 
 REFERENCES = ("teacher", "student_init")
-KEYS = ("headline_fraction", "win_rate_pairs", "gkd_grid_task", "claims", "validation_curves")
+KEYS = ("headline_fraction", "win_rate_pairs", "gkd_grid_task", "claims", "validation_curves", "reference_method")
 CLAIM_KEYS = ("claim", "a", "b", "tasks", "fraction", "measure", "control")
 # claim measure -> column: per-example (higher is better) or, for the time measure, per cell (lower is better)
 MEASURES = {"score": "greedy_score", "oracle": "greedy_oracle", "time_to_target": "time_to_target"}
@@ -63,6 +65,7 @@ class ReportSettings:
     gkd_grid_task: str
     claims: tuple[Claim, ...] = ()
     validation_curves: tuple[str, ...] = ()
+    reference_method: str | None = None
 
 
 @register_study_check("report")
@@ -115,7 +118,11 @@ def report_settings(config: ExperimentConfig) -> ReportSettings:
         if name not in names:
             raise ConfigError(f"{where}.validation_curves[{i}]: {name!r} is not a method variant; "
                               f"allowed: {', '.join(names)}")
-    return ReportSettings(fraction, tuple(pairs), task, claims, tuple(curves))
+    reference = report.get("reference_method", "sft" if "sft" in names else (names[0] if names else None))
+    if reference is not None and reference not in names:
+        raise ConfigError(f"{where}.reference_method: {reference!r} is not a method variant; "
+                          f"allowed: {', '.join(names)}")
+    return ReportSettings(fraction, tuple(pairs), task, claims, tuple(curves), reference)
 
 
 def _no_unknown_keys(mapping: dict, allowed: tuple[str, ...], where: str) -> None:
