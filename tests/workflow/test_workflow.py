@@ -11,6 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.workflow.browser import report_figures_render
+
 ROOT = Path(__file__).resolve().parents[2]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 OFFLINE = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -86,6 +88,18 @@ def test_smoke_study_end_to_end_and_interrupted_rerun(tmp_path):
     for name in ("data_efficiency", "performance_diversity", "cost", "gkd_grid"):
         assert (figures / "figures" / f"{name}.png").stat().st_size > 1000
     assert "test inputs" in (figures / "main_table.md").read_text()
+
+    # The HTML report, opened in a real headless browser: every figure shows, as its own PNG, drawn
+    out = subprocess.run(cmd + ["--report", "report.html"], cwd=work, env=OFFLINE, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    shown = report_figures_render(work / "report.html", figures / "figures", tmp_path / "screenshots")
+    tables = shown.pop("tables")["names"]
+    assert set(shown) == {p.stem for p in (figures / "figures").glob("*.png")} >= {"claims_forest",
+                                                                                   "data_efficiency_paired"}
+    for name, seen in shown.items():
+        assert seen["size"] == seen["expected_size"], name  # the figure's own pixels, fully decoded
+        assert seen["ink"] > 0.02 and seen["colours"] > 50, (name, seen)  # a drawing, not a blank box
+    assert {"main table", "claims of the source papers", "missing or failed cells"} <= set(tables)
 
     # An interrupted run: delete one finished cell and leave a half-written checkpoint behind; the same
     # command redoes only that cell (and the report), and nothing else is recomputed.
