@@ -11,7 +11,9 @@ tokenizer and teacher (e.g. after `snakemake --cores all`):
   4. every `--methods` cell at `--fraction`, for every seed;
 
 and prints the greedy oracle and headline metric of each, mean and standard deviation over seeds, with
-the training seconds. For example, a longer warm-up and a 300-step budget at a higher learning rate:
+the training seconds; then, for every pair of the methods, the variance components of their paired
+per-example oracle difference (`xkdbench.reporting.stats.Components`) and what they project for a study
+of S seeds and I test inputs: the 95% half-width of a claim and the effect it detects with 80% power. For example, a longer warm-up and a 300-step budget at a higher learning rate:
 
     python benchmarks/calibration.py --study results/default --task translation --seeds 0 1 2 \
         --set student_init.steps=600 --set distill.steps=300 --set distill.lr=0.01 --out /tmp/cal/t1
@@ -29,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,14 +107,17 @@ def main() -> None:
         or config["models"]["student"] != base["models"]["student"]
 
     rows: dict[str, dict[str, list[float]]] = {}
+    per_example: dict[str, dict[int, list[float]]] = {}  # model -> seed -> greedy oracle per input
 
-    def record(name: str, metrics_path: Path, seconds: float | None) -> None:
+    def record(name: str, seed: int, metrics_path: Path, seconds: float | None) -> None:
         metrics = json.loads(metrics_path.read_text())
         row = rows.setdefault(name, {"oracle": [], "headline": [], "seconds": []})
         row["oracle"].append(metrics["greedy"]["oracle"])
         row["headline"].append(metrics["headline"])
         if seconds is not None:
             row["seconds"].append(seconds)
+        outputs = [json.loads(line) for line in (metrics_path.parent / "outputs.jsonl").open()]
+        per_example.setdefault(name, {})[seed] = [r["greedy_oracle"] for r in sorted(outputs, key=lambda r: r["index"])]
 
     for seed in seeds:
         init = study / "student_init" / task / f"seed{seed}"
@@ -127,7 +133,7 @@ def main() -> None:
                          "--checkpoint", str(init / "model"), "--seed", str(seed), "--out", str(init_eval)),
                 out / "logs" / f"init_eval_seed{seed}.log")
         seconds = json.loads((init / "train_summary.json").read_text()).get("seconds")
-        record("init", init_eval / "metrics.json", seconds)
+        record("init", seed, init_eval / "metrics.json", seconds)
         for method in args.methods:
             cell = out / "cells" / method / f"seed{seed}"
             if not (cell / "eval" / "metrics.json").exists():
@@ -142,7 +148,7 @@ def main() -> None:
                              "--evaluate", *extra),
                     out / "logs" / f"{method}_seed{seed}.log")
             seconds = json.loads((cell / "train_summary.json").read_text()).get("seconds")
-            record(method, cell / "eval" / "metrics.json", seconds)
+            record(method, seed, cell / "eval" / "metrics.json", seconds)
 
     print(f"{task}, validation split, greedy, seeds {seeds}; settings: {' '.join(args.sets) or 'the study'}")
     print("| model | oracle (mean ± sd) | headline (mean ± sd) | training s (mean) |")
@@ -150,6 +156,26 @@ def main() -> None:
     for name, row in rows.items():
         seconds = f"{statistics.mean(row['seconds']):.1f}" if row["seconds"] else "-"
         print(f"| {name} | {summary(row['oracle'])} | {summary(row['headline'])} | {seconds} |")
+    if len(seeds) > 1:
+        power(per_example, seeds)
+
+
+def power(per_example: dict[str, dict[int, list[float]]], seeds: list[int]) -> None:
+    from xkdbench.reporting.stats import Components
+
+    sizes = [(3, 200), (3, 1000), (5, 500), (5, 1000)]
+    print("\nPaired oracle differences A - B: variance components (sd) and, per study size S seeds x I inputs,"
+          " the 95% half-width / the effect detected with 80% power")
+    print("| A - B | mean | sd seed | sd input | sd residual | " + " | ".join(f"S={s}, I={i}" for s, i in sizes) + " |")
+    print("|---|---|---|---|---|" + "---|" * len(sizes))
+    names = list(per_example)
+    for a_index, a in enumerate(names):
+        for b in names[a_index + 1:]:
+            x = np.array([np.subtract(per_example[a][seed], per_example[b][seed]) for seed in seeds])
+            c = Components.of(x)
+            cells = " | ".join(f"{c.half_width(s, i):.3f} / {c.detectable_effect(s, i):.3f}" for s, i in sizes)
+            print(f"| {a} - {b} | {x.mean():+.3f} | {c.seed ** 0.5:.3f} | {c.input ** 0.5:.3f} | "
+                  f"{c.residual ** 0.5:.3f} | {cells} |")
 
 
 if __name__ == "__main__":

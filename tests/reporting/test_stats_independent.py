@@ -190,3 +190,36 @@ def test_a_time_claim_is_decided_by_the_t_interval_over_seeds_not_by_its_mean(de
     assert row["seeds_a_better"] == 3 and (row["n_seeds"], row["n_inputs"]) == (3, 0)
     normal_high = diffs.mean() + stats.norm.ppf(0.975) * stats.sem(diffs)
     assert normal_high < 0  # the design: a normal interval would have decided
+
+
+def test_variance_components_recover_a_simulated_study_and_project_its_interval():
+    """Simulated x = a_s + b_i + e_si with known standard deviations: the components come back within
+    sampling error, and the projected half-width at the simulated size matches the simulated spread of
+    the mean (by the law of the model: sd(mean)^2 = seed/S + input/I + res/(S I))."""
+    from xkdbench.reporting.stats import Components
+
+    rng = np.random.default_rng(7)
+    sd_seed, sd_input, sd_res, S, I = 0.05, 0.1, 0.3, 40, 400  # many seeds, so seed's estimate is tight
+    x = (rng.normal(0, sd_seed, (S, 1)) + rng.normal(0, sd_input, (1, I)) + rng.normal(0, sd_res, (S, I)))
+    c = Components.of(x)
+    assert c.residual == pytest.approx(sd_res ** 2, rel=0.05)
+    assert c.input == pytest.approx(sd_input ** 2, rel=0.25)
+    assert c.seed == pytest.approx(sd_seed ** 2, rel=0.5)
+    truth = math.sqrt(sd_seed ** 2 / 3 + sd_input ** 2 / 200 + sd_res ** 2 / 600)
+    assert c.standard_error(3, 200) == pytest.approx(truth, rel=0.25)
+    assert c.half_width(3, 200) == pytest.approx(4.302652729911275 * c.standard_error(3, 200))  # t(0.975, 2)
+    # 80% power: t(0.975, 4) + t(0.8, 4) = 2.7764 + 0.9410 (tables)
+    assert c.detectable_effect(5, 1000) == pytest.approx((2.776445105 + 0.940965) * c.standard_error(5, 1000),
+                                                         rel=1e-5)
+
+
+def test_variance_components_of_a_designed_matrix_by_hand():
+    """x = seed effect (+1, -1) + input effect (0, 2, 4) exactly, no residual. By hand: seed means 3, 1
+    (grand 2), MS_seed = 3 * (1 + 1) / 1 = 6; input means 0, 2, 4, MS_input = 2 * 8 / 2 = 8; residual 0.
+    So seed = 6 / 3 = 2, input = 8 / 2 = 4."""
+    from xkdbench.reporting.stats import Components
+
+    x = np.array([[1.0, 3.0, 5.0], [-1.0, 1.0, 3.0]])
+    assert Components.of(x) == Components(seed=2.0, input=4.0, residual=0.0)
+    with pytest.raises(ValueError, match="at least 2 seeds and 2 inputs"):
+        Components.of(x[:1])

@@ -127,3 +127,39 @@ def paired_matrix(per_seed: dict) -> np.ndarray:
     columns = [pair.iloc[:, 0] - pair.iloc[:, 1] for pair in per_seed.values()]
     joined = pd.concat(columns, axis=1, join="inner").dropna()
     return joined.to_numpy().T
+
+
+@dataclass(frozen=True)
+class Components:
+    """The variance components of a paired difference x[s, i] (module docstring), estimated from the
+    ANOVA mean squares and kept non-negative: E[MS_res] = sigma_res^2, E[MS_seed] = sigma_res^2 +
+    I sigma_seed^2, E[MS_input] = sigma_res^2 + S sigma_input^2."""
+
+    seed: float
+    input: float
+    residual: float
+
+    @classmethod
+    def of(cls, x) -> Components:
+        x = np.asarray(x, dtype=float)
+        s, i = x.shape
+        if s < 2 or i < 2:
+            raise ValueError(f"variance components need at least 2 seeds and 2 inputs, got shape {x.shape}")
+        ms_seed, ms_input, ms_res = _mean_squares(x)
+        return cls(max(0.0, (ms_seed - ms_res) / i), max(0.0, (ms_input - ms_res) / s), ms_res)
+
+    def standard_error(self, seeds: int, inputs: int) -> float:
+        """The standard error of the mean difference of a study with `seeds` training runs and `inputs`
+        test inputs per method."""
+        return math.sqrt(self.seed / seeds + self.input / inputs + self.residual / (seeds * inputs))
+
+    def half_width(self, seeds: int, inputs: int) -> float:
+        """The expected 95% half-width of `crossed_interval` at that size (t quantile with seeds - 1 df)."""
+        return float(stats.t.ppf((1 + CONFIDENCE) / 2, df=seeds - 1)) * self.standard_error(seeds, inputs)
+
+    def detectable_effect(self, seeds: int, inputs: int, power: float = 0.8) -> float:
+        """The smallest true difference the study decides with probability `power` (two-sided 5% test,
+        the usual normal-theory approximation with the t quantiles of seeds - 1 df)."""
+        df = seeds - 1
+        quantiles = stats.t.ppf((1 + CONFIDENCE) / 2, df=df) + stats.t.ppf(power, df=df)
+        return float(quantiles) * self.standard_error(seeds, inputs)
