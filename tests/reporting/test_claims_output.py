@@ -54,7 +54,9 @@ def test_claims_md_in_full(tmp_path):
         "# Claims of the source papers, checked\n\n" + TABLE + "\n"
         "Greedy decoding. A claim reads \"A scores higher than B\"; its effect is the mean A - B over 3 seeds x "
         "20-40 test inputs. " + CAPTION)
-    assert pd.read_csv(tmp_path / "claims.csv").to_dict("records") == ROWS
+    written = pd.read_csv(tmp_path / "claims.csv")
+    assert list(written.columns) == COLUMNS and written[list(ROWS[0])].to_dict("records") == ROWS
+    assert written[["sd_seed", "sd_input", "sd_residual", "detectable_effect"]].isna().all().all()  # not given
 
 
 def test_claims_md_without_rows(tmp_path):
@@ -169,3 +171,39 @@ def test_reconstructed_methods_are_marked_in_the_claims(tmp_path):
                          "code was not available; the method's docstring and README list what was filled in).\n")
     write_claims(pd.DataFrame(ROWS, columns=COLUMNS), None, tmp_path, {"xkd": "xkd_seq"})  # the others unknown
     assert "| xkd † vs sft |" in (tmp_path / "claims.md").read_text()
+
+
+def test_the_power_table_summarises_the_claims_per_task_and_pools_the_oracle(tmp_path):
+    from xkdbench.reporting.claims import power_table, write_power
+
+    def row(task, measure, half, effect, sd):
+        return {**dict.fromkeys(COLUMNS), "claim": "c", "task": task, "measure": measure, "n_seeds": 3,
+                "n_inputs": 200, "ci95_low": -half, "ci95_high": half, "detectable_effect": effect,
+                "sd_seed": sd, "sd_input": sd, "sd_residual": sd}
+
+    table = pd.DataFrame([row("summarization", "greedy_oracle", 0.01, 0.02, 0.1),
+                          row("summarization", "greedy_oracle", 0.03, 0.05, 0.3),
+                          row("reasoning", "greedy_oracle", 0.05, 0.07, 0.5),
+                          row("reasoning", "greedy_score", 0.04, 0.06, 0.4),
+                          {**row("reasoning", "time_to_target", 9.0, 9.0, 9.0)}], columns=COLUMNS)
+    power = power_table(table).set_index(["measure", "task"])
+    assert list(power.index) == [("greedy_score", "reasoning"), ("greedy_oracle", "summarization"),
+                                 ("greedy_oracle", "reasoning"), ("greedy_oracle", "all tasks")]
+    assert power.loc[("greedy_oracle", "summarization"), "median_half_width"] == pytest.approx(0.02)
+    assert power.loc[("greedy_oracle", "all tasks"), "median_half_width"] == pytest.approx(0.03)  # of 0.01, 0.03, 0.05
+    assert power.loc[("greedy_oracle", "all tasks"), "claims"] == 3
+    assert power.loc[("greedy_oracle", "reasoning"), "median_detectable_effect"] == pytest.approx(0.07)
+    write_power(power_table(table), tmp_path)
+    assert "| oracle | all tasks | 3 | 3 x 200 | 0.0300 | 0.0500 | 0.300 / 0.300 / 0.300 |" in (
+        tmp_path / "power.md").read_text()
+
+
+def test_a_claim_row_carries_its_variance_components_and_detectable_effect(tmp_path, monkeypatch):
+    """x = seed effect (+1, -1) + input effect (0, 2, 4) (the hand-computed matrix of test_stats_independent):
+    components seed 2, input 4, residual 0; detectable effect (t(0.975, 1) + t(0.8, 1)) x SE."""
+    a = {0: [1.0, 3.0, 5.0], 1: [-1.0, 1.0, 3.0]}
+    per_seed = {s: pd.DataFrame({"a": values, "b": [0.0, 0.0, 0.0]}) for s, values in a.items()}
+    row = _designed_claims(monkeypatch, tmp_path, {"claim": "c", "measure": "oracle"}, per_seed).iloc[0]
+    assert (row["sd_seed"], row["sd_input"], row["sd_residual"]) == pytest.approx((2 ** 0.5, 2.0, 0.0))
+    se = (2 / 2 + 4 / 3 + 0) ** 0.5
+    assert row["detectable_effect"] == pytest.approx((12.706204736 + 1.37638192) * se, rel=1e-6)

@@ -15,7 +15,9 @@ Outputs in out_dir (an empty list in the returned dict marks an output skipped, 
                          seeds and inputs (xkdbench.reporting.stats) and decides the verdict
   gkd_grid.{csv,md}      student_data_fraction x divergence of the gkd variants on gkd_grid_task
   cost.{csv,md}          training cost per task and method variant
-  claims.{csv,md}        each configured claim of the source papers: effect, 95% CI, verdict
+  claims.{csv,md}        each configured claim of the source papers: effect, 95% CI, verdict, and what the
+                         study's size detects (variance components, effect found with 80% power)
+  power.{csv,md}         per task and measure: median half-width and detectable effect of the claims
   figures/{data_efficiency,performance_diversity,gkd_grid,cost}.{png,pdf}
   figures/validation_curves.{png,pdf}   validation NLL against training seconds (report.validation_curves)
   figures/data_efficiency_paired.{png,pdf}   each method minus the reference method, paired by seed
@@ -67,6 +69,7 @@ def build_report(config: ExperimentConfig, results_dir: Path, out_dir: Path) -> 
     claim_rows = claims.claims_table(config, settings, results_dir)  # empty when none are configured
     paths["claims"] = claims.write_claims(claim_rows, settings, out_dir, {m.name: m.method for m in config.methods})
     paths["figure_claims_forest"] = figures.claims_forest(claim_rows, config, out_dir)
+    paths["power"] = claims.write_power(claims.power_table(claim_rows), out_dir)
 
     colors = figures.method_colors(config)
     for name, draw in (("data_efficiency", figures.data_efficiency),

@@ -30,14 +30,21 @@ from xkdbench.reporting import formatting as fmt
 from xkdbench.reporting.collect import Model, time_to_target, validation_curve
 from xkdbench.reporting.settings import PER_CELL_MEASURES, ReportSettings
 from xkdbench.reporting.stats import t_interval
-from xkdbench.reporting.tables import RECONSTRUCTED_NOTE, PairedScores, compare, interval_note, reconstructed
+from xkdbench.reporting.tables import (
+    POWER_COLUMNS,
+    RECONSTRUCTED_NOTE,
+    PairedScores,
+    compare,
+    interval_note,
+    reconstructed,
+)
 
 log = logging.getLogger(__name__)
 VERDICTS = {"A better": "reproduced", "B better": "not reproduced (B better)", "inconclusive": "inconclusive"}
 CONTROL_FAILED = "CONTROL FAILED (decided)"
 MEASURE_LABELS = {"greedy_score": "score", "greedy_oracle": "oracle", "time_to_target": "time to target (s)"}
 COLUMNS = ["claim", "task", "method_a", "method_b", "fraction", "measure", "control", "n_seeds", "n_inputs",
-           "seeds_a_better", "mean_difference", "ci95_low", "ci95_high", "interval_covers", "verdict"]
+           "seeds_a_better", "mean_difference", "ci95_low", "ci95_high", "interval_covers", "verdict", *POWER_COLUMNS]
 
 
 def claims_table(config: ExperimentConfig, settings: ReportSettings, results_dir: Path) -> pd.DataFrame:
@@ -68,7 +75,7 @@ def _row(claim, task: str, result: dict) -> dict:
             "fraction": claim.fraction, "measure": claim.measure, "control": claim.control,
             **{key: result[key] for key in ("n_seeds", "n_inputs", "seeds_a_better", "mean_difference", "ci95_low",
                                              "ci95_high", "interval_covers")},
-            "verdict": verdict}
+            "verdict": verdict, **{key: result.get(key, math.nan) for key in POWER_COLUMNS}}
 
 
 def _time_comparison(config: ExperimentConfig, results_dir: Path, claim, task: str) -> dict | None:
@@ -126,3 +133,46 @@ def write_claims(table: pd.DataFrame, settings: ReportSettings, out_dir: Path,
           + (" " + RECONSTRUCTED_NOTE if marked else "") + "\n"]
     write_text(out_dir / "claims.md", "\n".join(md))
     return [fmt.write_csv(out_dir / "claims.csv", table), out_dir / "claims.md"]
+
+
+def power_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Per task and per-example measure: how many claims, their median 95% half-width, and the median
+    true difference this study decides with 80% power (from each claim's own variance components), with
+    the median components themselves. The time measure, one value per run, is left out."""
+    rows = []
+    per_example = table[~table["measure"].isin(PER_CELL_MEASURES)]
+    groups = [((measure, task), group) for (measure, task), group in per_example.groupby(["measure", "task"], sort=False)]
+    # pooled over tasks only where the measure has one scale on every task (the oracle's 0-1)
+    groups += [((measure, "all tasks"), group) for measure, group in per_example.groupby("measure", sort=False)
+               if measure == "greedy_oracle"]
+    groups.sort(key=lambda item: list(MEASURE_LABELS).index(item[0][0]))  # stable: tasks, then all, per measure
+    for (measure, task), group in groups:
+        half = (group["ci95_high"] - group["ci95_low"]) / 2
+        rows.append({"measure": measure, "task": task, "claims": len(group), "n_seeds": int(group["n_seeds"].max()),
+                     "n_inputs": int(group["n_inputs"].max()), "median_half_width": half.median(),
+                     "median_detectable_effect": group["detectable_effect"].median(),
+                     **{f"median_{c}": group[c].median() for c in ("sd_seed", "sd_input", "sd_residual")}})
+    return pd.DataFrame(rows, columns=["measure", "task", "claims", "n_seeds", "n_inputs", "median_half_width",
+                                       "median_detectable_effect", "median_sd_seed", "median_sd_input",
+                                       "median_sd_residual"])
+
+
+def write_power(table: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """power.csv and power.md: what the study can detect, per task and measure."""
+    header = ["by", "task", "claims", "seeds x inputs", "median 95% half-width", "detectable with 80% power",
+              "sd seed / input / residual"]
+    body = [[MEASURE_LABELS[r.measure], r.task, str(r.claims), f"{r.n_seeds} x {r.n_inputs}",
+             f"{r.median_half_width:.4f}", f"{r.median_detectable_effect:.4f}",
+             f"{r.median_sd_seed:.3f} / {r.median_sd_input:.3f} / {r.median_sd_residual:.3f}"]
+            for r in table.itertuples()]
+    md = ["# Power: what the study can detect\n",
+          fmt.markdown(header, body) if body else "No claim had both models evaluated on two or more seeds.\n",
+          "Per task and measure, over the claims of claims.md: the median half-width of their 95% intervals, and "
+          "the median true difference A - B the study decides with 80% power (a two-sided 5% test with the "
+          "t quantiles of seeds - 1 degrees of freedom) given each claim's own variance components, estimated "
+          "from its (seed, input) matrix: sd seed (training runs), sd input (the methods' per-input "
+          "difference) and sd residual. Smaller effects than the detectable one are often missed: an "
+          "inconclusive verdict is no evidence of no difference. By score: "
+          + "; ".join(f"{task}: {metric}" for task, metric in fmt.PER_EXAMPLE.items()) + "; by oracle: 0-1.\n"]
+    write_text(out_dir / "power.md", "\n".join(md))
+    return [fmt.write_csv(out_dir / "power.csv", table), out_dir / "power.md"]

@@ -16,7 +16,14 @@ from xkdbench.io import write_text
 from xkdbench.reporting import formatting as fmt
 from xkdbench.reporting.collect import Model, per_example_scores
 from xkdbench.reporting.settings import REFERENCES, ReportSettings
-from xkdbench.reporting.stats import CONFIDENCE, crossed_interval, paired_matrix, t_interval, win_tie_lose
+from xkdbench.reporting.stats import (
+    CONFIDENCE,
+    Components,
+    crossed_interval,
+    paired_matrix,
+    t_interval,
+    win_tie_lose,
+)
 
 COST = ["train_seconds", "train_tokens", "generated_tokens", "teacher_forward_sequences", "teacher_cache_sequences",
         "time_to_best_validation"]
@@ -164,15 +171,27 @@ def _model(config: ExperimentConfig, task: str, name: str, fraction: float, seed
     return Model(task, name, config.method(name).method, "distilled", fraction, seed)
 
 
+# the variance components of a paired difference (stats.Components, as standard deviations) and the true
+# difference this study's seeds and inputs decide with 80% power
+POWER_COLUMNS = ["sd_seed", "sd_input", "sd_residual", "detectable_effect"]
+
+
 def compare(per_seed: dict) -> dict:
     """Win/tie/lose and the mean difference A - B with its 95% interval over the (seed, input) matrix
     of {seed: two columns (A, B) indexed by input} (stats.crossed_interval: seeds and inputs)."""
     matrix = paired_matrix(per_seed)
     win, tie, lose = win_tie_lose(matrix.ravel(), np.zeros(matrix.size))
     interval = crossed_interval(matrix)
+    s, i = matrix.shape
+    power = {}
+    if s >= 2 and i >= 2:  # what this study's size can detect, from its own variance components
+        c = Components.of(matrix)
+        power = {"sd_seed": c.seed ** 0.5, "sd_input": c.input ** 0.5, "sd_residual": c.residual ** 0.5,
+                 "detectable_effect": c.detectable_effect(s, i)}
     return {"n_seeds": interval.n_seeds, "n_inputs": interval.n_inputs, "win": win, "tie": tie, "lose": lose,
             "mean_difference": interval.mean, "ci95_low": interval.low, "ci95_high": interval.high,
-            "interval_covers": interval.covers, "verdict": interval.verdict}
+            "interval_covers": interval.covers, "verdict": interval.verdict,
+            **dict.fromkeys(POWER_COLUMNS, math.nan), **power}
 
 
 class PairedScores:
