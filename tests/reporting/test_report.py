@@ -327,3 +327,24 @@ def test_the_claims_forest_draws_every_claim_row_in_its_verdict_colour(tmp_path)
         ("summarization", (-1.0, 2.0), to_rgba("tab:gray")), ("summarization", (0.5, 1.5), to_rgba("tab:green")),
         ("reasoning", (-0.3, -0.1), to_rgba("tab:red")), ("reasoning", (0.1, 0.2), to_rgba("black"))])
     assert [p.name for p in paths] == ["claims_forest.png", "claims_forest.pdf"]
+
+
+def test_task_calibration_measures_the_room_against_the_targets(report):
+    """By the closed forms of conftest: oracle = 0.5 + headline / 100, with headline = 10 + offset + 4 f +
+    noise_s (1 + offset / 10): teacher (offset 20, seed 0) 0.849; init (offset 0) 0.64 + noise_s / 100;
+    sft (offset 3) 0.67 + 1.3 noise_s / 100."""
+    from tests.reporting.conftest import SEED_NOISE
+
+    _, _, out, _ = report
+    table = pd.read_csv(out / "task_calibration.csv").set_index("task")
+    noise = np.array(SEED_NOISE)
+    init, sft = 0.64 + noise / 100, 0.67 + 1.3 * noise / 100
+    row = table.loc["summarization"]
+    assert row["teacher"] == pytest.approx(0.849)
+    assert (row["init_mean"], row["init_sd"]) == pytest.approx((init.mean(), init.std(ddof=1)))
+    assert (row["sft"], row["sft_sd"]) == pytest.approx((sft.mean(), sft.std(ddof=1)))
+    assert row["gain"] == pytest.approx(sft.mean() - init.mean()) and row["room"] == pytest.approx(0.849 - sft.mean())
+    # teacher below 0.9, seeds within 0.03, gain 0.03 below 0.10, room 0.18 above 0.15
+    assert [bool(row[c]) for c in ("teacher_ok", "init_ok", "gain_ok", "room_ok")] == [False, True, False, True]
+    md = (out / "task_calibration.md").read_text()
+    assert "| summarization | 0.849 ✗ |" in md and "over 3 seeds" in md

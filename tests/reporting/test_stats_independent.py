@@ -199,8 +199,8 @@ def test_variance_components_recover_a_simulated_study_and_project_its_interval(
     from xkdbench.reporting.stats import Components
 
     rng = np.random.default_rng(7)
-    sd_seed, sd_input, sd_res, S, I = 0.05, 0.1, 0.3, 40, 400  # many seeds, so seed's estimate is tight
-    x = (rng.normal(0, sd_seed, (S, 1)) + rng.normal(0, sd_input, (1, I)) + rng.normal(0, sd_res, (S, I)))
+    sd_seed, sd_input, sd_res, seeds, inputs = 0.05, 0.1, 0.3, 40, 400  # many seeds, so seed's estimate is tight
+    x = (rng.normal(0, sd_seed, (seeds, 1)) + rng.normal(0, sd_input, (1, inputs)) + rng.normal(0, sd_res, (seeds, inputs)))
     c = Components.of(x)
     assert c.residual == pytest.approx(sd_res ** 2, rel=0.05)
     assert c.input == pytest.approx(sd_input ** 2, rel=0.25)

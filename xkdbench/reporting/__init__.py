@@ -18,6 +18,8 @@ Outputs in out_dir (an empty list in the returned dict marks an output skipped, 
   claims.{csv,md}        each configured claim of the source papers: effect, 95% CI, verdict, and what the
                          study's size detects (variance components, effect found with 80% power)
   power.{csv,md}         per task and measure: median half-width and detectable effect of the claims
+  task_calibration.{csv,md}  per task: teacher, initialisation (mean, seed sd) and SFT on the oracle, against
+                         the calibration targets
   figures/{data_efficiency,performance_diversity,gkd_grid,cost}.{png,pdf}
   figures/validation_curves.{png,pdf}   validation NLL against training seconds (report.validation_curves)
   figures/data_efficiency_paired.{png,pdf}   each method minus the reference method, paired by seed
@@ -40,7 +42,7 @@ def build_report(config: ExperimentConfig, results_dir: Path, out_dir: Path) -> 
     # Imported here, not at module level: every command validates its config through
     # reporting.settings, and matplotlib/scipy would add over a second to each cell's start.
     from xkdbench.io import write_text
-    from xkdbench.reporting import claims, figures, tables
+    from xkdbench.reporting import claims, figures, tables, task_calibration
     from xkdbench.reporting.collect import collect, expected_models
     from xkdbench.reporting.formatting import write_csv
     from xkdbench.reporting.gkd_grid import gkd_grid, write_gkd_grid
@@ -66,6 +68,8 @@ def build_report(config: ExperimentConfig, results_dir: Path, out_dir: Path) -> 
         paths["win_rates"] = []
         log.info("win rates skipped: no pairs (set report.win_rate_pairs, or configure an xkd method)")
     paths["cost_table"] = tables.write_cost_table(tables.cost_table(tidy, config), out_dir)
+    paths["task_calibration"] = task_calibration.write_task_calibration(
+        task_calibration.task_calibration(tidy, config, settings), settings, out_dir)
     claim_rows = claims.claims_table(config, settings, results_dir)  # empty when none are configured
     paths["claims"] = claims.write_claims(claim_rows, settings, out_dir, {m.name: m.method for m in config.methods})
     paths["figure_claims_forest"] = figures.claims_forest(claim_rows, config, out_dir)
