@@ -193,9 +193,41 @@ def test_the_power_table_summarises_the_claims_per_task_and_pools_the_oracle(tmp
     assert power.loc[("greedy_oracle", "all tasks"), "median_half_width"] == pytest.approx(0.03)  # of 0.01, 0.03, 0.05
     assert power.loc[("greedy_oracle", "all tasks"), "claims"] == 3
     assert power.loc[("greedy_oracle", "reasoning"), "median_detectable_effect"] == pytest.approx(0.07)
-    write_power(power_table(table), tmp_path)
-    assert "| oracle | all tasks | 3 | 3 x 200 | 0.0300 | 0.0500 | 0.300 / 0.300 / 0.300 |" in (
-        tmp_path / "power.md").read_text()
+    assert list(power_table(table).columns) == [
+        "measure", "task", "claims", "n_seeds", "n_inputs", "median_half_width", "median_detectable_effect",
+        "median_sd_seed", "median_sd_input", "median_sd_residual"]
+    paths = write_power(power_table(table), tmp_path)
+    assert paths == [tmp_path / "power.csv", tmp_path / "power.md"]
+    assert (tmp_path / "power.md").read_text() == POWER_MD
+    assert pd.read_csv(tmp_path / "power.csv")["claims"].tolist() == [1, 2, 1, 3]
+
+
+def test_power_md_without_rows(tmp_path):
+    from xkdbench.reporting.claims import power_table, write_power
+
+    write_power(power_table(pd.DataFrame([], columns=COLUMNS)), tmp_path)
+    assert (tmp_path / "power.md").read_text().startswith(
+        "# Power: what the study can detect\n\nNo claim had both models evaluated on two or more seeds.\n\n")
+
+
+POWER_MD = """\
+# Power: what the study can detect
+
+| by | task | claims | seeds x inputs | median 95% half-width | detectable with 80% power | sd seed / input / residual |
+|---|---:|---:|---:|---:|---:|---:|
+| score | reasoning | 1 | 3 x 200 | 0.0400 | 0.0600 | 0.400 / 0.400 / 0.400 |
+| oracle | summarization | 2 | 3 x 200 | 0.0200 | 0.0350 | 0.200 / 0.200 / 0.200 |
+| oracle | reasoning | 1 | 3 x 200 | 0.0500 | 0.0700 | 0.500 / 0.500 / 0.500 |
+| oracle | all tasks | 3 | 3 x 200 | 0.0300 | 0.0500 | 0.300 / 0.300 / 0.300 |
+
+Per task and measure, over the claims of claims.md: the median half-width of their 95% intervals, and the \
+median true difference A - B the study decides with 80% power (a two-sided 5% test with the t quantiles of \
+seeds - 1 degrees of freedom) given each claim's own variance components, estimated from its (seed, input) \
+matrix: sd seed (training runs), sd input (the methods' per-input difference) and sd residual. Smaller \
+effects than the detectable one are often missed: an inconclusive verdict is no evidence of no difference. \
+By score: summarization: sentence ROUGE-2 F; translation: sentence chrF; reasoning: answer correct (0/1); \
+by oracle: 0-1.
+"""
 
 
 def test_a_claim_row_carries_its_variance_components_and_detectable_effect(tmp_path, monkeypatch):

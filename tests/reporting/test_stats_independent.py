@@ -223,3 +223,23 @@ def test_variance_components_of_a_designed_matrix_by_hand():
     assert Components.of(x) == Components(seed=2.0, input=4.0, residual=0.0)
     with pytest.raises(ValueError, match="at least 2 seeds and 2 inputs"):
         Components.of(x[:1])
+
+
+def test_variance_components_match_the_anova_written_out_with_a_residual():
+    """The two-way ANOVA written out with loops, on a matrix with a residual: seed = (MS_seed - MS_res) / I,
+    input = (MS_input - MS_res) / S, residual = MS_res (components kept >= 0)."""
+    from xkdbench.reporting.stats import Components
+
+    x = np.array([[1.0, 3.5, 5.0, 2.0], [-1.0, 1.0, 4.0, 0.5], [0.5, 2.0, 6.0, 1.5]])
+    s, i = x.shape
+    grand = sum(sum(row) for row in x) / (s * i)
+    rows = [sum(row) / i for row in x]
+    cols = [sum(x[r][c] for r in range(s)) / s for c in range(i)]
+    ms_seed = i * sum((m - grand) ** 2 for m in rows) / (s - 1)
+    ms_input = s * sum((m - grand) ** 2 for m in cols) / (i - 1)
+    ms_res = sum((x[r][c] - rows[r] - cols[c] + grand) ** 2 for r in range(s) for c in range(i)) / ((s - 1) * (i - 1))
+    assert ms_res > 0.05  # a real residual, so seed and input are each lowered by it
+    c = Components.of(x)
+    assert (c.seed, c.input, c.residual) == pytest.approx(
+        (max(0.0, (ms_seed - ms_res) / i), max(0.0, (ms_input - ms_res) / s), ms_res))
+    assert Components.of(x.astype(int)) == Components.of(x.astype(int).astype(float))  # ints are read as floats
