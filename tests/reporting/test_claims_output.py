@@ -206,6 +206,9 @@ def test_power_md_without_rows(tmp_path):
     from xkdbench.reporting.claims import power_table, write_power
 
     write_power(power_table(pd.DataFrame([], columns=COLUMNS)), tmp_path)
+    assert (tmp_path / "power.csv").read_text().splitlines() == [  # the header, even with no rows
+        "measure,task,claims,n_seeds,n_inputs,median_half_width,median_detectable_effect,median_sd_seed,"
+        "median_sd_input,median_sd_residual"]
     assert (tmp_path / "power.md").read_text().startswith(
         "# Power: what the study can detect\n\nNo claim had both models evaluated on two or more seeds.\n\n")
 
