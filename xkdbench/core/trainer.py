@@ -262,7 +262,7 @@ def train(setup: TrainSetup, out_dir: str | Path, *, stop_after: int | None = No
                     method.on_validation(done, record["validation_nll"])
                 log.write(json.dumps(record) + "\n")
                 log.flush()
-            if progress.due() or done == end_step:  # reads the loss (a host sync) only when printing
+            if progress.enabled and (progress.due() or done == end_step):  # the loss's host sync: only to print
                 progress.update(done, loss=float(sum(totals.unbind()) / step_tokens))
             if done < cfg.steps and (done % cfg.checkpoint_every == 0 or done == end_step):
                 save_checkpoint(done)

@@ -43,11 +43,18 @@ def curve_variants(config: ExperimentConfig, task: str) -> list:
     return [m for m in config.methods if all(m.runs_on(task, f) for f in config.fractions)]
 
 
-def _figure(ncols: int, width: float = 5.0, height: float = 4.0) -> tuple[Figure, list]:
-    fig = Figure(figsize=(width * ncols, height), layout="constrained")
+def _grid(nrows: int, ncols: int, width: float, heights: list[float], sharey: bool = False) -> tuple[Figure, np.ndarray]:
+    """A figure of nrows x ncols panels, row i `heights[i]` inches high."""
+    fig = Figure(figsize=(width * ncols, sum(heights)), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, ncols, squeeze=False)[0]
-    return fig, list(axes)
+    return fig, fig.subplots(nrows, ncols, squeeze=False, sharey="row" if sharey else False,
+                             gridspec_kw={"height_ratios": heights})
+
+
+def _figure(ncols: int, width: float = 5.0, height: float = 4.0) -> tuple[Figure, list]:
+    """One row of ncols panels."""
+    fig, axes = _grid(1, ncols, width, [height])
+    return fig, list(axes[0])
 
 
 def _save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
@@ -226,13 +233,6 @@ def validation_curves(config: ExperimentConfig, settings: ReportSettings, colors
                  "whose time is the cost table's time to best)", fontsize="medium")
     return _save(fig, out_dir, "validation_curves")
 
-
-def _grid(nrows: int, ncols: int, width: float, heights: list[float], sharey: bool = False) -> tuple[Figure, np.ndarray]:
-    """A figure of nrows x ncols panels, row i `heights[i]` inches high."""
-    fig = Figure(figsize=(width * ncols, sum(heights)), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig, fig.subplots(nrows, ncols, squeeze=False, sharey="row" if sharey else False,
-                             gridspec_kw={"height_ratios": heights})
 
 
 def paired_differences(tidy, config: ExperimentConfig, task: str, reference: str, measure: str) -> pd.DataFrame:
