@@ -160,6 +160,8 @@ class TaskConfig:
     """One task of the experiment: its source, generator/dataset options and sequence limits.
 
     Any training section given here replaces fields of the experiment-wide one for this task only.
+    `fractions` runs the task at only some of the study's data fractions (default: all of them), so an
+    expensive task can carry the main comparison while a cheaper one carries the data-efficiency curves.
     """
 
     source: str = "embedded"
@@ -169,9 +171,13 @@ class TaskConfig:
     teacher_training: dict[str, Any] = field(default_factory=dict)
     student_init: dict[str, Any] = field(default_factory=dict)
     distill: dict[str, Any] = field(default_factory=dict)
+    fractions: list[float] | None = None  # None: every fraction of the study
 
     def validate(self, where: str) -> None:
         check_choice(f"{where}.source", self.source, ("embedded", "hf"))
+        if self.fractions is not None and not self.fractions:
+            raise ConfigError(f"{where}.fractions: an empty list runs the task at no fraction; omit the key to run "
+                              "it at every fraction of the study")
         check_range(f"{where}.max_prompt_tokens", self.max_prompt_tokens, 2)
         check_range(f"{where}.max_target_tokens", self.max_target_tokens, 2)
 
@@ -324,6 +330,9 @@ class ExperimentConfig:
         self._validate_resources(f"{where}.resources")
         for i, f in enumerate(self.fractions):
             check_range(f"{where}.fractions[{i}]", f, 0, 1, low_open=True)
+        for name, task in self.tasks.items():
+            for f in task.fractions or []:
+                check_choice(f"{where}.tasks.{name}.fractions", f, [float(x) for x in self.fractions])
         seen = set()
         for i, entry in enumerate(self.methods):
             if entry.name in seen:
@@ -367,7 +376,12 @@ class ExperimentConfig:
     def cells(self) -> list[tuple[str, str, float, int]]:
         """Every (task, method variant, fraction, seed) of the study, in config order."""
         return [(task, m.name, float(f), s) for task in self.tasks for m in self.methods
-                for f in self.fractions if m.runs_on(task, f) for s in self.seeds]
+                for f in self.task_fractions(task) if m.runs_on(task, f) for s in self.seeds]
+
+    def task_fractions(self, task: str) -> list[float]:
+        """The data fractions `task` runs at: its own `fractions`, else the study's."""
+        own = self.tasks[task].fractions
+        return [float(f) for f in (self.fractions if own is None else own)]
 
     def training(self, section: str, task: str) -> TrainingConfig:
         """The training config of `section` for `task`, with the task's overrides applied."""

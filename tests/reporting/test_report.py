@@ -348,3 +348,38 @@ def test_task_calibration_measures_the_room_against_the_targets(report):
     assert [bool(row[c]) for c in ("teacher_ok", "init_ok", "gain_ok", "room_ok")] == [False, True, False, True]
     md = (out / "task_calibration.md").read_text()
     assert "| summarization | 0.849 ✗ |" in md and "over 3 seeds" in md
+
+
+def test_a_task_run_at_one_fraction_is_left_out_of_the_curves_and_its_claims(tmp_path):
+    """tasks.<t>.fractions: the task has cells (and missing cells) only at its fractions; the data-efficiency
+    figures draw only the tasks with a curve; a claim at another fraction skips it, or names it an error."""
+    from xkdbench.config import ConfigError
+    from xkdbench.reporting.figures import curve_tasks, paired_differences
+    from xkdbench.reporting.settings import report_settings
+
+    def config(claims):
+        return from_dict(ExperimentConfig, {
+            "name": "synthetic", "tasks": {"summarization": {}, "reasoning": {"fractions": [1.0]}},
+            "methods": METHODS, "fractions": FRACTIONS, "seeds": SEEDS,
+            "evaluation": {"sampling_temperatures": TEMPERATURES}, "report": {"claims": claims}})
+
+    claim = {"claim": "low data", "a": "gkd_jsd09", "b": "sft", "fraction": 0.5}
+    assert [c.tasks for c in report_settings(config([claim])).claims] == [("summarization",)] * 2
+    with pytest.raises(ConfigError) as error:
+        report_settings(config([{**claim, "tasks": ["reasoning"]}]))
+    assert ("config.report.claims[0].fraction: reasoning does not run at 0.5 (tasks.reasoning.fractions); "
+            "allowed there: 1") in str(error.value)
+
+    results, out = tmp_path / "results", tmp_path / "out"
+    write_results(results)
+    cfg = config([claim])
+    assert curve_tasks(cfg) == ["summarization"]
+    paths = build_report(cfg, results, out)
+    tidy = pd.read_csv(out / "all_cells.csv")
+    assert set(tidy.loc[tidy["task"] == "reasoning", "fraction"].dropna()) == {1.0}  # the f0.5 runs on disk are not read
+    missing = (out / "missing_cells.txt").read_text()
+    assert "reasoning/gkd_jsd09/f1/seed2" in missing and "reasoning/sft/f0.5" not in missing
+    assert set(pd.read_csv(out / "claims.csv")["task"]) == {"summarization"}
+    table = paired_differences(tidy, cfg, "summarization", "sft", "headline")
+    assert set(table["fraction"]) == {0.5, 1.0}
+    assert all(p.stat().st_size > 0 for p in paths["figure_data_efficiency"])

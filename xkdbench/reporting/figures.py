@@ -40,7 +40,13 @@ def method_colors(config: ExperimentConfig) -> dict[str, tuple]:
 def curve_variants(config: ExperimentConfig, task: str) -> list:
     """The variants drawn as curves on a task: those run at every fraction of the study there. Side
     studies limited to some fractions (the GKD grid) are in the tables and the grid figure instead."""
-    return [m for m in config.methods if all(m.runs_on(task, f) for f in config.fractions)]
+    return [m for m in config.methods if all(m.runs_on(task, f) for f in config.task_fractions(task))]
+
+
+def curve_tasks(config: ExperimentConfig) -> list[str]:
+    """The tasks drawn in the data-efficiency figures: those run at more than one fraction (all tasks
+    when none is, so a one-fraction study still gets its figure)."""
+    return [t for t in config.tasks if len(config.task_fractions(t)) > 1] or list(config.tasks)
 
 
 def _grid(nrows: int, ncols: int, width: float, heights: list[float], sharey: bool = False) -> tuple[Figure, np.ndarray]:
@@ -89,8 +95,9 @@ def _seeds(rows: pd.DataFrame) -> str:
 def data_efficiency(tidy, config: ExperimentConfig, settings: ReportSettings, colors, out_dir: Path) -> list[Path]:
     """Greedy headline metric vs data fraction (log x), a panel per task, mean and 95% t-band over seeds."""
     greedy = tidy[tidy["decoding"] == "greedy"]
-    fig, axes = _figure(len(config.tasks))
-    for ax, task in zip(axes, config.tasks, strict=True):
+    tasks = curve_tasks(config)
+    fig, axes = _figure(len(tasks))
+    for ax, task in zip(axes, tasks, strict=True):
         rows = greedy[greedy["task"] == task]
         for name in REFERENCES:
             mean = t_interval(rows.loc[rows["method"] == name, "headline"])[0]
@@ -106,7 +113,7 @@ def data_efficiency(tidy, config: ExperimentConfig, settings: ReportSettings, co
             band = ~np.isnan(ci)
             ax.fill_between(x[band], (mean - ci)[band], (mean + ci)[band], color=colors[entry.name], alpha=0.15)
         ax.set_xscale("log")
-        fractions = sorted(config.fractions)
+        fractions = sorted(config.task_fractions(task))
         ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
         ax.minorticks_off()
         ax.set_xlabel("share of the distillation data (log scale)")
@@ -261,9 +268,10 @@ def paired_data_efficiency(tidy, config: ExperimentConfig, settings: ReportSetti
     greedy = tidy[(tidy["decoding"] == "greedy") & (tidy["role"] == "distilled")]
     reference = settings.reference_method
     measures = ["headline"] + (["oracle"] if "oracle" in greedy and greedy["oracle"].notna().any() else [])
-    fig, axes = _grid(len(measures), len(config.tasks), 5.0, [3.8] * len(measures))
+    tasks = curve_tasks(config)
+    fig, axes = _grid(len(measures), len(tasks), 5.0, [3.8] * len(measures))
     for row, measure in enumerate(measures):
-        for ax, task in zip(axes[row], config.tasks, strict=True):
+        for ax, task in zip(axes[row], tasks, strict=True):
             ax.axhline(0, color=colors.get(reference, "black"), linestyle="--", linewidth=1.2,
                        label=f"{reference} (reference)")
             table = paired_differences(tidy, config, task, reference, measure)
@@ -273,7 +281,7 @@ def paired_data_efficiency(tidy, config: ExperimentConfig, settings: ReportSetti
                 band = ~np.isnan(ci)
                 ax.fill_between(x[band], (mean - ci)[band], (mean + ci)[band], color=colors[name], alpha=0.12)
             ax.set_xscale("log")
-            fractions = sorted(config.fractions)
+            fractions = sorted(config.task_fractions(task))
             ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
             ax.minorticks_off()
             rows = greedy[greedy["task"] == task]

@@ -160,12 +160,19 @@ def _claim(config: ExperimentConfig, item, where: str, headline_fraction: float,
             raise ConfigError(f"{where}.{key}: {item[key]!r} is not a method variant; allowed: {', '.join(allowed)}")
     if item["a"] == item["b"]:
         raise ConfigError(f"{where}: a and b must differ, both are {item['a']!r}")
-    tasks = _list(item.get("tasks"), f"{where}.tasks") or list(config.tasks)
+    fraction = _configured_fraction(item.get("fraction", headline_fraction), [float(f) for f in config.fractions],
+                                    f"{where}.fraction")
+    # without `tasks`, the claim is checked on every task that runs at its fraction
+    tasks = (_list(item.get("tasks"), f"{where}.tasks")
+             or [t for t in config.tasks if fraction in config.task_fractions(t)])
+    if not tasks:
+        raise ConfigError(f"{where}.fraction: no task of the study runs at {fraction:g} (tasks.<task>.fractions)")
     for task in tasks:
         if task not in config.tasks:
             raise ConfigError(f"{where}.tasks: {task!r} is not a task of the study; allowed: {', '.join(config.tasks)}")
-    fraction = _configured_fraction(item.get("fraction", headline_fraction), [float(f) for f in config.fractions],
-                                    f"{where}.fraction")
+        if fraction not in config.task_fractions(task):
+            raise ConfigError(f"{where}.fraction: {task} does not run at {fraction:g} (tasks.{task}.fractions); "
+                              f"allowed there: {', '.join(f'{f:g}' for f in config.task_fractions(task))}")
     measures = item.get("measure", list(DEFAULT_MEASURES))
     measures = [measures] if isinstance(measures, str) else measures
     if not isinstance(measures, list) or not measures:
