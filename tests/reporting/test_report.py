@@ -383,3 +383,19 @@ def test_a_task_run_at_one_fraction_is_left_out_of_the_curves_and_its_claims(tmp
     table = paired_differences(tidy, cfg, "summarization", "sft", "headline")
     assert set(table["fraction"]) == {0.5, 1.0}
     assert all(p.stat().st_size > 0 for p in paths["figure_data_efficiency"])
+
+
+def test_a_task_without_the_headline_fraction_is_named_before_any_work():
+    from xkdbench.config import ConfigError
+    from xkdbench.reporting.settings import report_settings
+
+    def config(report):
+        return from_dict(ExperimentConfig, {
+            "name": "synthetic", "tasks": {"summarization": {}, "reasoning": {"fractions": [0.5]}},
+            "methods": METHODS, "fractions": FRACTIONS, "seeds": SEEDS,
+            "evaluation": {"sampling_temperatures": TEMPERATURES}, "report": report})
+
+    with pytest.raises(ConfigError) as error:  # at load time, as every report setting
+        config({})
+    assert "config.tasks.reasoning.fractions: the report's headline fraction 1 is missing" in str(error.value)
+    assert report_settings(config({"headline_fraction": 0.5})).headline_fraction == 0.5

@@ -89,6 +89,10 @@ def report_settings(config: ExperimentConfig) -> ReportSettings:
         fraction = _configured_fraction(report["headline_fraction"], fractions, f"{where}.headline_fraction")
     else:
         fraction = 1.0 if 1.0 in fractions or not fractions else max(fractions)
+    for task in config.tasks:  # the main table, win rates and grid read every task at this fraction
+        if fraction not in config.task_fractions(task):
+            raise ConfigError(f"config.tasks.{task}.fractions: the report's headline fraction {fraction:g} is missing "
+                              f"(the main table reads every task there); add it, or set {where}.headline_fraction")
 
     if "win_rate_pairs" in report:
         raw = report["win_rate_pairs"] or []
