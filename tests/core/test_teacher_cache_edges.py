@@ -97,6 +97,20 @@ def test_a_top_k_that_keeps_the_whole_vocabulary_is_refused(tmp_path, tokenizer)
                             use_bf16=False, identity={**IDENTITY, "teacher_outputs": None})
 
 
+def test_a_teacher_whose_logits_are_narrower_than_its_output_layer_is_named(tmp_path, tokenizer):
+    """The cache's rows are as wide as the output layer; a teacher whose target_logits drop a column (a
+    wrapper slicing off a padded vocabulary, say) would shift every stored id, so the build stops."""
+    teacher = tiny_model(tokenizer, "llama")
+    vocab = teacher.model.get_output_embeddings().out_features
+    full = teacher.target_logits
+    teacher.target_logits = lambda batch: full(batch)[..., :-1]
+    with pytest.raises(RuntimeError, match=re.escape(f"the teacher's logits have {vocab - 1} entries, "
+                                                     f"its output layer {vocab}")):
+        build_teacher_cache(teacher, [([5, 6], [7, 8])], tmp_path / "c", top_k=4, batch_size=2, device=CPU,
+                            use_bf16=False, identity={**IDENTITY, "teacher_outputs": None})
+    assert not (tmp_path / "c").exists()  # nothing half-built is left behind
+
+
 def test_top_k_error_where_the_teacher_gives_a_token_no_probability():
     """log p = -inf for a token: it adds nothing to the KL (0 log 0 = 0), not NaN."""
     exact = torch.tensor([0.6, 0.3, 0.1, 0.0], dtype=torch.float64).log()

@@ -337,3 +337,64 @@ def test_a_checkpoint_of_another_process_count_is_refused_naming_both(tmp_path, 
                "or delete it to start over with 1")
     with pytest.raises(ConfigError, match="^" + re.escape(message) + "$"):
         run(tokenizer, family, toy_data, tmp_path / "cut", steps=3)
+
+
+@pytest.mark.parametrize("family", ["llama"])
+def test_precision_bf16_trains_under_autocast_and_auto_is_fp32_on_the_cpu(tmp_path, tokenizer, family, toy_data):
+    """precision reaches the run's context: 'bf16' runs the student's forward under CPU bf16 autocast (its
+    first loss differs from fp32's by bf16 rounding only), and 'auto' on a CPU is exactly 'fp32'."""
+    def first_loss_and_weights(precision):
+        student = tiny_model(tokenizer, family, seed=1)
+        cfg = TrainingConfig(steps=2, batch_size=8, lr=1e-2, warmup_steps=1, log_every=1)
+        setup = TrainSetup(METHODS.get("sft"), method_config("sft", {}), student, toy_data, cfg, 0, CPU,
+                           precision=precision)
+        train(setup, tmp_path / precision)
+        first = json.loads(open(tmp_path / precision / "train_log.jsonl").readline())["loss"]
+        return first, weights(student)
+
+    fp32, auto, bf16 = (first_loss_and_weights(p) for p in ("fp32", "auto", "bf16"))
+    assert auto[0] == fp32[0] and all(torch.equal(auto[1][k], fp32[1][k]) for k in fp32[1])
+    assert bf16[0] != fp32[0] and bf16[0] == pytest.approx(fp32[0], rel=2e-2)  # bf16 keeps 8 bits of mantissa
+    assert any(not torch.equal(bf16[1][k], fp32[1][k]) for k in fp32[1])
+
+
+class _GatedSFT(METHODS.get("sft")):
+    """SFT plus a module that only the first step uses (a method's extra module sitting a step out)."""
+
+    made: list = []
+
+    def __init__(self, config, ctx):
+        super().__init__(config, ctx)
+        self.gate = torch.nn.Linear(3, 1)
+        self.initial = self.gate.weight.detach().clone()
+        self.step = 0
+        _GatedSFT.made.append(self)
+
+    def trainable_modules(self):
+        return {"gate": self.gate}
+
+    def sequences(self, examples, step):
+        self.step = step
+        return super().sequences(examples, step)
+
+    def loss(self, batch):
+        terms = super().loss(batch)
+        used = self.gate(torch.ones(3)).sum() if self.step == 0 else torch.zeros(())
+        return {**terms, "gate": used * torch.ones_like(terms["nll"])}
+
+
+def test_a_module_left_out_of_a_step_is_not_moved_by_the_optimiser(tmp_path, tokenizer, toy_data):
+    """Gradients are reset to None, not zero, so AdamW skips a module no step's loss reached: its momentum
+    from step 1 and the weight decay do not move it afterwards (with zeroed gradients they would)."""
+    ends, initial = [], []
+    for steps in (1, 4):
+        _GatedSFT.made.clear()
+        cfg = TrainingConfig(steps=steps, batch_size=8, lr=1e-2, warmup_steps=0, log_every=1, weight_decay=0.1,
+                             schedule="constant")
+        setup = TrainSetup(_GatedSFT, method_config("sft", {}), tiny_model(tokenizer, "llama", seed=1), toy_data,
+                           cfg, 0, CPU)
+        train(setup, tmp_path / str(steps))
+        ends.append(_GatedSFT.made[-1].gate.weight.detach().clone())
+        initial.append(_GatedSFT.made[-1].initial)
+    assert torch.equal(initial[0], initial[1]) and not torch.equal(ends[0], initial[0])  # step 1 moved it
+    assert torch.equal(ends[0], ends[1])  # steps 2-4 left it where step 1 put it

@@ -203,6 +203,24 @@ def test_temperature_divides_both_logits():
 
 
 @pytest.mark.parametrize("form", ["textbook", "code"])
+def test_bf16_teacher_logits_are_read_at_the_students_precision(form):
+    """Under bf16 autocast the teacher's logits arrive in bf16 and the student's are cast up: the nucleus is
+    computed from the teacher's values in the student's precision, not with bf16 softmax and cumsum (whose
+    rounding over hundreds of tokens moves the nucleus' edge)."""
+    g = torch.Generator().manual_seed(11)
+    student = torch.randn(4, 5, 400, generator=g)
+    teacher = (2 * torch.randn(4, 5, 400, generator=g)).to(torch.bfloat16)
+    ids = torch.randint(0, 400, (4, 5), generator=g)
+    mask = torch.ones(4, 5)
+    as_bf16 = bellman_distill_loss(student, teacher, ids, mask, expert_term=form)
+    as_float = bellman_distill_loss(student, teacher.float(), ids, mask, expert_term=form)
+    assert as_bf16.dtype == torch.float32 and torch.equal(as_bf16, as_float)
+    # the same numbers pushed through bf16 arithmetic select another nucleus: the cast is what matters
+    bf16_nucleus = nucleus_mask(teacher, 0.8)
+    assert not torch.equal(bf16_nucleus, nucleus_mask(teacher.float(), 0.8))
+
+
+@pytest.mark.parametrize("form", ["textbook", "code"])
 def test_the_hook_terms_reduce_to_the_loss(tokenizer, family, toy_data, form):
     method = make("bellman_distill", {"expert_term": form, "top_p": 0.5}, tokenizer, family)
     batch = first_step(method, toy_data)

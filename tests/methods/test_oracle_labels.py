@@ -42,10 +42,19 @@ def test_the_higher_oracle_score_is_preferred_and_ties_add_no_pair():
     teacher_labelled.add(teacher, samples)
     assert [(w, r) for _, w, r in teacher_labelled.pairs] == [([10, 11], [20]), ([10, 11], [21, 22]), ([12], [23]),
                                                               ([12], [24, 25, 26])]
+    rounds.record(0, 3, loglik=-0.5, ml_loglik=-0.25, slack=0.5)
     state = rounds.state_dict()
     restored = PreferenceRounds(1, 4)
     restored.load_state_dict(state)
     assert restored.pairs == rounds.pairs and restored.ties == 2
+    assert restored.records == [{"round": 0, "step": 4, "pairs": 2, "ties": 2, "loglik": -0.5, "ml_loglik": -0.25,
+                                 "gap": 0.25, "slack": 0.5, "inside": True}]
+    restored.records.append({})  # the restored run's own list: appending does not reach the saved state
+    assert len(state["records"]) == 1
+    # a checkpoint from before ties were counted restores with none counted
+    older = PreferenceRounds(1, 4)
+    older.load_state_dict({"pairs": state["pairs"], "records": []})
+    assert older.ties == 0 and older.pairs == rounds.pairs and older.records == []
 
 
 def test_the_context_scores_each_row_against_its_own_example(tokenizer):

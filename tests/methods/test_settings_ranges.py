@@ -30,6 +30,11 @@ REFUSED = [
     ("distillm", {"initial_threshold": 1.5}, "initial_threshold", "[0, 1]"),
     ("distillm", {"threshold_increment": 1.5}, "threshold_increment", "[0, 1]"),
     ("pbkd_offline", {"pair_batch_size": 0}, "pair_batch_size", "[1, inf)"),
+    # X-KD's AVRIL reward: both edges of the discount, and the two weights' lower edge
+    ("xkd_div", {"discount": -0.1}, "discount", "[0, 1]"),
+    ("xkd_div", {"discount": 1.5}, "discount", "[0, 1]"),
+    ("xkd_div", {"reward_likelihood_weight": -0.1}, "reward_likelihood_weight", "[0, inf)"),
+    ("xkd_div", {"kl_weight": -0.1}, "kl_weight", "[0, inf)"),
 ]
 
 
@@ -45,6 +50,7 @@ def test_an_out_of_range_setting_is_refused_naming_it(method, settings, field, i
     ("pbkd_offline", {"reward_weight_decay": 0.0, "reward_l2": 0.0, "kl_weight": 0.0}),
     ("amm", {"on_policy_weight": 0.0}), ("amm", {"on_policy_weight": 1.0}),
     ("distillm", {"schedule_steps": 1}),
+    ("xkd_div", {"discount": 0.0, "reward_likelihood_weight": 0.0, "kl_weight": 0.0}), ("xkd_div", {"discount": 1.0}),
 ])
 def test_the_closed_edges_are_accepted(method, settings):
     config = method_config(method, settings, "methods[0].settings")
