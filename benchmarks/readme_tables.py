@@ -79,7 +79,7 @@ def claims_table(report: Path) -> str:
     tasks = list(dict.fromkeys(claims.task))
     lines = ["| claim | by | " + " | ".join(tasks) + " |", "|---|---|" + "---|" * len(tasks)]
     keys = list(dict.fromkeys(zip(claims.claim, claims.method_a, claims.method_b, claims.fraction,
-                                  claims.measure)))
+                                  claims.measure, strict=True)))
     for claim, a, b, fraction, measure in keys:
         rows = claims[(claims.claim == claim) & (claims.method_a == a) & (claims.method_b == b)
                       & (claims.fraction == fraction) & (claims.measure == measure)]
