@@ -111,12 +111,13 @@ def assert_same_weights(a, b):
     """Equal up to Adam's amplification of float rounding. The gradients agree to ~1e-9 (the cached numbers
     differ from the live teacher's in the last float32 bits: another batch, another padding), but Adam
     divides each coordinate by its own gradient's magnitude, so the few coordinates whose gradient is itself
-    ~1e-8 (tokens neither model puts mass on) move up to ~1e-5 differently at lr 1e-2; every other
-    weight agrees to 1e-6."""
+    ~1e-8 (tokens neither model puts mass on) move up to ~1e-5 differently at lr 1e-2. How many such
+    coordinates there are depends on the CPU's kernels: 0.1% with AVX2, 1.2% with AVX-512 (supervised KD);
+    either is far from a wrong cache (another teacher's), which moves the median weight by 1e-2."""
     diffs = torch.cat([(x - y).abs().flatten() for x, y in zip(a.model.state_dict().values(),
                                                               b.model.state_dict().values(), strict=True)])
     assert diffs.max() <= 5e-5, diffs.max()
-    assert (diffs > 1e-6).sum() <= 1e-3 * diffs.numel(), (diffs > 1e-6).sum()
+    assert (diffs > 1e-6).sum() <= 0.05 * diffs.numel(), (diffs > 1e-6).sum()
 
 
 @LLAMA
