@@ -80,3 +80,19 @@ def test_a_seed_past_numpys_range_still_seeds_numpy():
     drawn = np.random.rand(3)
     np.random.seed(7)
     assert np.array_equal(drawn, np.random.rand(3))
+
+
+@LLAMA
+def test_asking_a_context_without_a_teacher_for_it_says_why(tokenizer, family, toy_data):
+    """A method that declared needs_teacher = False gets no teacher; asking for its logits or samples
+    names the declaration (a teacher-cache run names the cache instead: tests/core/test_teacher_cache.py)."""
+    ctx = TrainContext(tiny_model(tokenizer, family, seed=1), None, SamplingConfig(), max_new_tokens=6, device=CPU,
+                       use_bf16=False, seed=0)
+    gold = prompts(ctx, toy_data).gold
+    with pytest.raises(RuntimeError, match=r"^teacher logits were asked for with no live teacher loaded: the method "
+                                           r"declared needs_teacher = False; a method whose teacher_sequences are "
+                                           r"FIXED only must not ask about generated sequences$"):
+        ctx.teacher_logits(gold)
+    with pytest.raises(RuntimeError, match=r"^this method declared needs_teacher = False but asked for teacher "
+                                           r"samples$"):
+        ctx.sample_teacher(gold)

@@ -25,7 +25,8 @@ def test_resolve_device():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="device: 'cuda' was asked for but no CUDA device is available"):
+        with pytest.raises(RuntimeError, match="^device: 'cuda' was asked for but no CUDA device is available; "
+                                               "use 'auto' or 'cpu'$"):
             resolve_device("cuda")
 
 

@@ -398,3 +398,45 @@ def test_a_module_left_out_of_a_step_is_not_moved_by_the_optimiser(tmp_path, tok
         initial.append(_GatedSFT.made[-1].initial)
     assert torch.equal(initial[0], initial[1]) and not torch.equal(ends[0], initial[0])  # step 1 moved it
     assert torch.equal(ends[0], ends[1])  # steps 2-4 left it where step 1 put it
+
+
+def test_read_log_drops_a_cut_line_wherever_it_is(tmp_path):
+    """A line cut short by an interruption is dropped, and the lines after it (the resumed run's) are kept."""
+    from xkdbench.core.trainer import read_log
+
+    log = tmp_path / "train_log.jsonl"
+    log.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo\n{"step": 2, "loss": 1.5}\n{"step": 3, "loss": 1.0}\n')
+    assert read_log(log) == [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}, {"step": 3, "loss": 1.0}]
+    assert read_log(log, up_to_step=2) == [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]
+    assert read_log(tmp_path / "absent.jsonl") == []
+
+
+def test_a_batch_that_does_not_split_over_the_ranks_is_refused_before_training(tmp_path, tokenizer, toy_data,
+                                                                                monkeypatch):
+    from xkdbench.core import trainer
+
+    monkeypatch.setattr(trainer.distributed, "world_size", lambda: 3)
+    cfg = TrainingConfig(steps=2, batch_size=8, lr=1e-2, warmup_steps=1, log_every=1)
+    setup = TrainSetup(METHODS.get("sft"), method_config("sft", {}), tiny_model(tokenizer, "llama", seed=1), toy_data,
+                       cfg, 0, CPU)
+    with pytest.raises(ConfigError, match=r"^training\.batch_size: 8 does not split over 3 processes; allowed: a "
+                                          r"multiple of 3 \(each process takes an equal share of every micro-batch\)$"):
+        train(setup, tmp_path / "run")
+    assert list((tmp_path / "run").iterdir()) == []  # nothing written
+
+
+def test_a_step_of_one_target_token_is_divided_by_one(tokenizer, toy_data):
+    """The loss is summed over a step's target tokens and divided by their count, however few: a step whose
+    batch holds a single target token takes that token's loss as it is."""
+    student = tiny_model(tokenizer, "llama", seed=1)
+    ctx = TrainContext(student, None, SamplingConfig(), max_new_tokens=4, device=CPU, use_bf16=False, seed=0)
+    method = METHODS.get("sft")(method_config("sft", {}), ctx)
+    examples = StepLoader(toy_data, student, batch_size=1, grad_accum=1, seed=0).step_examples(0)[0]
+    batch = method.sequences(examples, 0)
+    batch.target_mask.zero_()
+    batch.target_mask[0, 0] = 1  # one target token
+    tokens, totals = backward_step(method, [batch])
+    assert int(tokens) == 1
+    logits = student.target_logits(batch)
+    expected = torch.nn.functional.cross_entropy(logits[0, :1].float(), batch.target_ids[0, :1])
+    torch.testing.assert_close(totals["nll"].detach(), expected.detach(), rtol=1e-5, atol=1e-6)

@@ -55,6 +55,9 @@ def test_rounds_are_spread_over_the_run():
     assert rounds.ends_round(49) == 1 and rounds.ends_round(50) is None
     one = PreferenceRounds(1, 10)
     assert one.starts == [0] and one.ends == [9]
+    uneven = PreferenceRounds(4, 10)  # floor(r * 10 / 4): whole steps, so every round starts at a step
+    assert uneven.starts == [0, 2, 5, 7] and uneven.ends == [1, 4, 6, 9]
+    assert [step for step in range(10) if uneven.starts_round(step)] == [0, 2, 5, 7]
 
 
 @pytest.mark.parametrize("method,settings,field", [
