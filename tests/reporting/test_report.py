@@ -183,7 +183,7 @@ def test_partial_and_empty_results_do_not_crash(tmp_path):
 
 def test_a_variant_limited_to_one_task_and_fraction(tmp_path):
     """A side-study variant (the GKD grid's) has rows only where it ran, and no missing cells elsewhere."""
-    from xkdbench.reporting.figures import curve_variants
+    from xkdbench.reporting.figures import curve_variants, headline_variants
 
     results, out = tmp_path / "results", tmp_path / "out"
     write_results(results)
@@ -204,8 +204,12 @@ def test_a_variant_limited_to_one_task_and_fraction(tmp_path):
     assert set(main.loc[main["model"] == "gkd_fkl_on", "task"]) == {"reasoning"}
     grid = grid_pivot(pd.read_csv(out / "gkd_grid.csv"))
     assert grid.loc[1.0, "FKL"] == pytest.approx(np.mean([headline("reasoning", "gkd_jsd09", 1.0, s) for s in SEEDS]))
-    # one fraction is no curve: the line figures draw only the variants run at every fraction
+    # one fraction is no curve: the line figures draw only the variants run at every fraction; a figure drawn
+    # at the headline fraction (performance against diversity) draws it where it ran
     assert "gkd_fkl_on" not in [m.name for m in curve_variants(config, "reasoning")]
+    assert "gkd_fkl_on" in [m.name for m in headline_variants(config, "reasoning", 1.0)]
+    assert "gkd_fkl_on" not in [m.name for m in headline_variants(config, "summarization", 1.0)]
+    assert [m.name for m in headline_variants(config, "reasoning", FRACTIONS[0])] == [m["name"] for m in METHODS]
     wins = pd.read_csv(out / "win_rates.csv")
     assert set(wins["task"]) == {"reasoning"}  # the pair exists only where both ran
 

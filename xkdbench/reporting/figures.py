@@ -43,6 +43,12 @@ def curve_variants(config: ExperimentConfig, task: str) -> list:
     return [m for m in config.methods if all(m.runs_on(task, f) for f in config.task_fractions(task))]
 
 
+def headline_variants(config: ExperimentConfig, task: str, fraction: float) -> list:
+    """The variants run on a task at one fraction: every point of a figure drawn at that fraction (the
+    performance-diversity figure), side studies included."""
+    return [m for m in config.methods if m.runs_on(task, fraction)]
+
+
 def curve_tasks(config: ExperimentConfig) -> list[str]:
     """The tasks drawn in the data-efficiency figures: those run at more than one fraction (all tasks
     when none is, so a one-fraction study still gets its figure)."""
@@ -138,7 +144,7 @@ def performance_diversity(tidy, config: ExperimentConfig, settings: ReportSettin
         quality = "oracle" if has_oracle else "headline"  # the samples' headline metric otherwise
         metric = "oracle" if has_oracle else (rows["headline_metric"].iloc[0] if len(rows) else "headline")
         annotated = False
-        for name in [*REFERENCES, *(m.name for m in curve_variants(config, task))]:
+        for name in [*REFERENCES, *(m.name for m in headline_variants(config, task, settings.headline_fraction))]:
             runs = rows[rows["method"] == name]
             if runs.empty or "self_bleu" not in runs:
                 continue
