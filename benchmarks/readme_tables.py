@@ -10,39 +10,24 @@ report rounds them.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import pandas as pd
 
-VERDICT_WORDS = {"reproduced": "**reproduced**", "inconclusive": "inconclusive"}
-
-
-def number(value: float, digits: int) -> str:
-    return f"{value:.{digits}f}"
-
-
-def digits_for(metric: str) -> int:
-    # the report's own rule: scores on a 0-100 scale get 2 decimals, 0-1 scores get 3
-    return 2 if metric in {"bleu", "chrf", "rouge1", "rouge2", "rougeL"} else 3
+from xkdbench.reporting import formatting as fmt
+from xkdbench.reporting.tables import reconstructed
 
 
 def main_table(report: Path) -> str:
     table = pd.read_csv(report / "main_table.csv")
-    tasks = list(dict.fromkeys(table.task))
-    columns = []   # (task, metric)
-    for task in tasks:
+    columns = []  # (task, metric): each task's headline, and its oracle where that is another number
+    for task in dict.fromkeys(table.task):
         metrics = list(dict.fromkeys(table[table.task == task].metric))
-        headline = metrics[0]
-        same = task_oracle_equals_headline(table, task, headline)
-        columns.append((task, headline))
-        if "oracle" in metrics and headline != "oracle" and not same:
+        columns.append((task, metrics[0]))
+        if "oracle" in metrics[1:] and not same_numbers(table, task, metrics[0], "oracle"):
             columns.append((task, "oracle"))
-    models = list(dict.fromkeys(table.model))
-    names = {"bleu": "BLEU", "accuracy_strict": "accuracy", "rouge2": "ROUGE-2", "oracle": "oracle"}
-    header = "| method | " + " | ".join(f"{task} {names.get(metric, metric)}" for task, metric in columns) + " |"
-    lines = [header, "|---|" + "---:|" * len(columns)]
-    for model in models:
+    rows = []
+    for model in dict.fromkeys(table.model):
         cells = []
         for task, metric in columns:
             row = table[(table.task == task) & (table.model == model) & (table.metric == metric)]
@@ -50,34 +35,26 @@ def main_table(report: Path) -> str:
                 cells.append("—")
                 continue
             row = row.iloc[0]
-            text = number(row["mean"], digits_for(metric))
-            if not math.isnan(row["ci95_half_width"]):
-                text += f" ± {number(row['ci95_half_width'], digits_for(metric))}"
+            text = fmt.number(row["mean"], metric)
+            if not pd.isna(row["ci95_half_width"]):
+                text += f" ± {fmt.number(row['ci95_half_width'], metric)}"
             cells.append(f"**{text}**" if bool(row["best"]) else text)
         key = table[table.model == model].method_key.iloc[0]
-        lines.append(f"| {model}{' †' if reconstructed(key) else ''} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append([f"{model}{' †' if reconstructed(key) else ''}", *cells])
+    return fmt.markdown(["method", *(f"{task} {fmt.short_label(metric)}" for task, metric in columns)], rows).rstrip()
 
 
-def task_oracle_equals_headline(table: pd.DataFrame, task: str, headline: str) -> bool:
+def same_numbers(table: pd.DataFrame, task: str, a: str, b: str) -> bool:
+    """Whether two metrics of a task are the same numbers (reasoning's accuracy is its oracle)."""
     rows = table[table.task == task]
-    a = rows[rows.metric == headline].set_index("model")["mean"]
-    b = rows[rows.metric == "oracle"].set_index("model")["mean"]
-    return len(b) > 0 and a.index.equals(b.index) and bool((a - b).abs().max() < 1e-12)
-
-
-def reconstructed(method_key: str) -> bool:
-    from xkdbench.methods import METHODS
-    if method_key not in METHODS:  # the teacher and the student initialisation
-        return False
-    paper = METHODS.get(method_key).paper
-    return bool(paper is not None and paper.reconstructed)
+    x, y = (rows[rows.metric == m].set_index("model")["mean"] for m in (a, b))
+    return x.index.equals(y.index) and bool((x - y).abs().max() < 1e-12)
 
 
 def claims_table(report: Path) -> str:
     claims = pd.read_csv(report / "claims.csv")
     tasks = list(dict.fromkeys(claims.task))
-    lines = ["| claim | by | " + " | ".join(tasks) + " |", "|---|---|" + "---|" * len(tasks)]
+    lines = []
     keys = list(dict.fromkeys(zip(claims.claim, claims.method_a, claims.method_b, claims.fraction,
                                   claims.measure, strict=True)))
     for claim, a, b, fraction, measure in keys:
@@ -97,8 +74,8 @@ def claims_table(report: Path) -> str:
             text = (f"{row.verdict}: {row.mean_difference:+.{d}f} "
                     f"[{row.ci95_low:+.{d}f}, {row.ci95_high:+.{d}f}]")
             cells.append(f"**{text}**" if row.verdict == "reproduced" else text)
-        lines.append(f"| {claim}: {a} vs {b}{at} | {by} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        lines.append([f"{claim}: {a} vs {b}{at}", by, *cells])
+    return fmt.markdown(["claim", "by", *tasks], lines).rstrip()
 
 
 def main() -> None:

@@ -142,6 +142,15 @@ def kill_snakemake(snakemake: subprocess.Popen, root: psutil.Process, started: f
             "jobs_in_flight": [f"{sub} {out}" for _, sub, out in jobs]}
 
 
+def missed_kill(snakemake: subprocess.Popen, root: psutil.Process, started: float, target: tuple) -> dict:
+    """The planned job ended before its drawn moment (a fast machine's short jobs do): a kill that missed
+    would let this run finish the study, so snakemake dies instead, and the record says which job ended."""
+    moment, subcommand, out, since = target
+    record = kill_snakemake(snakemake, root, started)
+    record["missed"] = f"xkdbench {subcommand} {out} ended before {moment - since:.2f} s after its target"
+    return record
+
+
 def hunt(work: Path, snakemake: subprocess.Popen, kind: str, rng: random.Random, started: float) -> dict | None:
     """Kill the planned victim of this run at its drawn moment; None if the run ended first. A job's
     moment is drawn when it becomes a target and kept: it is killed then, whatever phase it has reached."""
@@ -164,10 +173,7 @@ def hunt(work: Path, snakemake: subprocess.Popen, kind: str, rng: random.Random,
         alive = {process.pid for process in processes}
         gone = [pid for pid, (moment, *_rest) in moments.items() if pid not in alive and time.time() < moment]
         if gone and snakemake.poll() is None:  # a job ended before its moment: see `finished` below
-            moment, subcommand, out, since = moments[gone[0]]
-            record = kill_snakemake(snakemake, root, started)
-            record["missed"] = f"xkdbench {subcommand} {out} ended before {moment - since:.2f} s after its target"
-            return record
+            return missed_kill(snakemake, root, started, moments[gone[0]])
         for process in processes:
             if process.pid not in moments:
                 found = job(process)
@@ -187,12 +193,8 @@ def hunt(work: Path, snakemake: subprocess.Popen, kind: str, rng: random.Random,
                         process.send_signal(signal.SIGKILL)
                 except psutil.NoSuchProcess:
                     finished = True
-                if finished:
-                    # a job shorter than its drawn moment (a fast machine's teacher cache takes 0.2 s) ended
-                    # first; a kill that missed would let this run finish the study, so snakemake dies instead
-                    record = kill_snakemake(snakemake, root, started)
-                    record["missed"] = f"xkdbench {subcommand} {out} ended {moment - since:.2f} s after its target"
-                    return record
+                if finished:  # e.g. a teacher cache built in 0.2 s, before its drawn moment
+                    return missed_kill(snakemake, root, started, moments[process.pid])
                 return {"victim": f"xkdbench {subcommand}", "kind": kind, "out": str(out),
                         "after_s": round(time.time() - started, 2), "after_target_s": round(time.time() - since, 2),
                         "job_files_at_kill": phase(work, out)}
