@@ -59,6 +59,8 @@ def test_samples_come_from_the_model_temperature_and_count_asked_for(tokenizer, 
         expected = reference.teacher.generate(gold, max_new_tokens=6, do_sample=True, temperature=0.7, top_p=1.0,
                                               num_return_sequences=2)
     assert torch.equal(teacher.target_ids, expected.target_ids)
+    once = ctx.sample_teacher(gold)  # one sample per prompt by default; the count adds up over calls
+    assert once.size == gold.size and int(ctx.teacher_forward_sequences) == 3 * gold.size
     student = context(tokenizer, family).sample_student(gold, temperature=0.7, num_samples=2)
     assert not torch.equal(teacher.target_ids, student.target_ids)
 

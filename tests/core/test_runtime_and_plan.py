@@ -24,6 +24,7 @@ from xkdbench.core.teacher_cache import (
 def test_resolve_device():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device() == resolve_device("auto")  # the default is the study default, auto
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="^device: 'cuda' was asked for but no CUDA device is available; "
                                                "use 'auto' or 'cpu'$"):
@@ -101,6 +102,16 @@ def test_variants_that_ask_the_teacher_about_fixed_sequences_read_the_cache():
     assert not any(variant_uses_cache(live, e) for e in live.methods)
 
 
+def test_an_external_variant_never_reads_the_cache():
+    # TRL's GKD at student_data_fraction 0 would ask about fixed sequences, but its own rule runs it
+    cfg = from_dict(ExperimentConfig, {"name": "s", "tasks": {"translation": {}}, "methods": [
+        {"name": "trl_gkd", "method": "external", "rule": "trl_gkd", "beta": 0.5, "student_data_fraction": 0.0}],
+        "teacher_cache": {"mode": "top_k"}})
+    assert cfg.teacher_cache.enabled and cfg.methods[0].external
+    assert variant_uses_cache(cfg, cfg.methods[0]) is False
+    assert cache_plan(cfg) == {}
+
+
 def test_the_cache_plan_names_tasks_with_a_reader_and_whether_it_holds_seqkd_outputs():
     # summarization: seqkd trains on teacher outputs but no variant reads the cache: no cache
     assert cache_plan(study()) == {"translation": {"teacher_outputs": False}, "reasoning": {"teacher_outputs": True}}
@@ -120,6 +131,8 @@ def test_teacher_fingerprint_covers_weights_and_config_only(tmp_path):
     expected = hashlib.sha256(lines.encode()).hexdigest()
     assert teacher_fingerprint(model) == expected
     (model / "tokenizer.json").write_text('{"other": 1}')  # not the teacher's weights
+    assert teacher_fingerprint(model) == expected
+    (model / "training_args.bin").write_bytes(b"args")  # a .bin that is not a PyTorch weight file
     assert teacher_fingerprint(model) == expected
     (model / "pytorch_model.bin").write_bytes(b"more")
     assert teacher_fingerprint(model) != expected

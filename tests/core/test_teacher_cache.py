@@ -321,8 +321,8 @@ def test_an_interrupted_build_leaves_nothing_behind(tmp_path, tokenizer, family,
 def test_a_run_whose_training_sequences_are_not_all_cached_is_refused(tmp_path, tokenizer, family, toy_data):
     teacher = the_teacher(tokenizer, family)
     cache = build(tmp_path / "cache", teacher, toy_data, with_outputs=False)
-    with pytest.raises(TeacherCacheError, match="64 of the run's 64 teacher outputs are not in the cache.*without "
-                                                "--teacher-outputs"):
+    with pytest.raises(TeacherCacheError, match="64 of the run's 64 teacher outputs are not in the cache.*other "
+                                                "sequence limits or without --teacher-outputs; rebuild it with"):
         run(tokenizer, family, toy_data, tmp_path / "bellman", "bellman_distill", {}, cache)
     prompts, targets = toy_pairs(64, seed=1)
     other = TrainData.from_texts(teacher, prompts, targets, max_prompt_tokens=24, max_target_tokens=12)

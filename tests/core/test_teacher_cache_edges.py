@@ -8,6 +8,7 @@ import math
 import re
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,6 +20,7 @@ from xkdbench.core.teacher_cache import (
     TeacherCache,
     TeacherCacheError,
     build_teacher_cache,
+    token_id_dtype,
     top_k_error,
 )
 
@@ -234,10 +236,20 @@ def test_the_manifest_describes_the_cache(tmp_path, tokenizer, toy_data, top_k):
         "vocab_size": vocab, "logprob_dtype": "float32" if top_k is None else "float16",
         "token_id_dtype": None if top_k is None else "int16", "rows": len(unique), "positions": positions,
         "precision": "fp32"}
+    stored = {name: np.load(tmp_path / "cache" / f"{name}.npy", mmap_mode="r").dtype.name
+              for name in ("logprobs", "token_ids") if (tmp_path / "cache" / f"{name}.npy").exists()}
+    assert stored == {"logprobs": manifest["logprob_dtype"],  # the files hold what the manifest says
+                      **({} if top_k is None else {"token_ids": manifest["token_id_dtype"]})}
     assert manifest["bytes_per_position"] == pytest.approx(
         sum(f["bytes"] for f in manifest["files"].values()) / positions)
     assert 0 <= manifest["seconds"] < 60 and round(manifest["seconds"], 3) == manifest["seconds"]
 
+
+
+def test_token_ids_take_int16_up_to_a_32768_token_vocabulary():
+    """Ids run 0..V-1: int16 holds them up to V = 32,768 (largest id 32,767), int32 from V = 32,769."""
+    assert [np.dtype(token_id_dtype(v)).name for v in (2, 32_767, 32_768, 32_769, 128_256)] == \
+        ["int16", "int16", "int16", "int32", "int32"]
 
 @LLAMA
 def test_token_ids_past_int16_are_stored_and_read_back(tmp_path, tokenizer, family, toy_data):

@@ -69,6 +69,59 @@ def test_cuda_fp32_follows_the_cpu(tmp_path, method):
     assert [r["loss"] for r in cuda] == pytest.approx([r["loss"] for r in cpu], rel=1e-3, abs=1e-4)
 
 
+
+def test_a_run_resumed_on_cuda_follows_the_uninterrupted_run(tmp_path):
+    """On-policy GKD stopped after 3 of 6 steps and resumed on the GPU (its checkpoint holds device tensors
+    and the CUDA generators' states): the losses are the uninterrupted run's, to float rounding. CUDA's
+    embedding backward adds atomically in no fixed order, so the weights differ in the last bits; a near-zero
+    sampling temperature keeps such bits from changing a drawn token."""
+    scenario = {"method": "gkd", "settings": {"student_data_fraction": 1.0}, "steps": 6, "batch_size": 8,
+                "precision": "fp32", "sampling_temperature": 1e-4}
+    run_scenarios(tmp_path, [{**scenario, "name": "whole"}, {**scenario, "name": "resumed", "stop_after": 3}],
+                  device="cuda")
+    whole, resumed = (read_log(tmp_path / name / "train_log.jsonl") for name in ("whole", "resumed"))
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4, 5, 6]
+    assert [r["loss"] for r in resumed] == pytest.approx([r["loss"] for r in whole], rel=1e-4, abs=1e-5)
+
+
+def test_the_random_state_carries_the_cuda_generators():
+    """What a checkpoint saves (`rng_state`) holds the CUDA generators too, and restoring it replays their
+    draws: a resumed run samples on the GPU from where the interrupted one stopped."""
+    from xkdbench.core.runtime import rng_state, set_rng_state
+
+    torch.cuda.manual_seed_all(3)
+    state = rng_state()
+    assert "cuda" in state
+    drawn = torch.rand(4, device="cuda")
+    torch.cuda.manual_seed_all(4)
+    set_rng_state(state)
+    assert torch.equal(torch.rand(4, device="cuda"), drawn)
+
+
+def test_a_teacher_cache_built_on_cuda_in_bf16_matches_the_cpus(tmp_path, tokenizer):
+    """The cache build moves the teacher to the GPU and runs it under bf16 autocast there; its exact
+    log-probabilities agree with a CPU fp32 build to bf16's precision."""
+    from tests.core.test_teacher_cache import IDENTITY, fixed_rows, the_teacher
+    from xkdbench.core.data import TrainData
+    from xkdbench.core.teacher_cache import TeacherCache, build_teacher_cache
+
+    teacher = the_teacher(tokenizer, "llama")
+    data = TrainData.from_texts(teacher, *toy_pairs(16), max_prompt_tokens=24, max_target_tokens=12)
+    rows, identity = fixed_rows(data, with_outputs=False), {**IDENTITY, "teacher_outputs": None}
+    caches = {}
+    for name, device, bf16 in (("cpu", torch.device("cpu"), False), ("cuda", torch.device("cuda"), True)):
+        build_teacher_cache(teacher, rows, tmp_path / name, top_k=None, batch_size=8, device=device, use_bf16=bf16,
+                            identity=identity)
+        caches[name] = TeacherCache.open(tmp_path / name, expect=IDENTITY, mode="exact", top_k=64)
+        teacher.model.to("cpu")
+    assert json.loads((tmp_path / "cuda" / "manifest.json").read_text())["precision"] == "bf16"
+    batch = teacher.collate([p for p, _ in rows], [t for _, t in rows])
+    cpu, cuda = (c.log_probs(c.find(batch), batch.target_ids.shape[1]) for c in (caches["cpu"], caches["cuda"]))
+    mask = batch.target_mask.bool()
+    assert not torch.equal(cpu[mask], cuda[mask])  # bf16 on the GPU, not a copy of the fp32 build
+    torch.testing.assert_close(cuda[mask].exp(), cpu[mask].exp(), rtol=0, atol=2e-2)
+
+
 def test_a_smoke_cell_through_the_stages_on_cuda(tmp_path):
     """Data, tokenizer, teacher, student init, then an on-policy cell with its evaluation, all on the GPU
     with the config's `device: auto, precision: auto` (bf16)."""

@@ -99,6 +99,27 @@ def test_mixture_sampling_counts_its_costs(tokenizer, family, toy_data):
     assert int(impl.ctx.teacher_forward_sequences) == prompts.size
 
 
+
+def test_mixture_sampling_in_a_run_draws_at_the_runs_sampling_temperature(tokenizer, family, toy_data):
+    """The context's sampling temperature reaches the mixture: the run's first draw equals `sample_mixture`
+    at that temperature on the run's first sampling stream, and differs from the draw at temperature 1."""
+    def context(temperature):
+        return TrainContext(tiny_model(tokenizer, family, seed=1), tiny_model(tokenizer, family, seed=2, width=48),
+                            SamplingConfig(sampling_temperature=temperature), max_new_tokens=8, device=CPU,
+                            use_bf16=False, seed=0)
+
+    prompts = examples(make(tokenizer, family), toy_data)[0].gold
+    ctx = context(0.5)
+    drawn = sample_teacher_mixed(ctx, prompts, 0.3)
+    reference = context(0.5)
+    with reference.sampling_stream():
+        expected = sample_mixture(reference.student, reference.teacher, prompts, teacher_weight=0.3,
+                                  max_new_tokens=8, temperature=0.5)
+    assert torch.equal(drawn.target_ids, expected.target_ids)
+    at_one = sample_teacher_mixed(context(1.0), prompts, 0.3)
+    assert not torch.equal(drawn.target_ids, at_one.target_ids)
+
+
 def test_paper_returns_by_hand():
     rewards = torch.tensor([[1.0, 2.0, 3.0, 4.0], [2.0, -1.0, 5.0, 9.0]])
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])

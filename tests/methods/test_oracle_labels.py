@@ -73,7 +73,8 @@ def test_the_context_scores_each_row_against_its_own_example(tokenizer):
     with pytest.raises(ValueError, match="4 rows cannot be 3 per each of 2 examples"):
         ctx.oracle_scores((11, 42), rows, group=3)
     no_oracle = TrainContext(student, None, SamplingConfig(), max_new_tokens=8, device=CPU, use_bf16=False, seed=0)
-    with pytest.raises(RuntimeError, match="no oracle"):
+    with pytest.raises(RuntimeError, match=r"^this run has no oracle: the method must declare needs_oracle, and the "
+                                           r"training data come from an embedded task$"):
         no_oracle.oracle_scores((11, 42), rows, group=2)
 
 

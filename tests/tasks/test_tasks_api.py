@@ -49,6 +49,28 @@ def test_difficulty_out_of_range(value):
         get_task("summarization", difficulty=value)
 
 
+
+@pytest.mark.parametrize("options,message", [
+    ({"longer_share": 1.5}, r"longer_share must be a number in \[0, 1\].*got 1\.5"),
+    ({"longer_share": "0.5"}, r"longer_share must be a number in \[0, 1\].*got '0\.5'"),
+    ({"longer_share": True}, r"longer_share must be a number in \[0, 1\].*got True"),
+    ({"longer_share": 0.2, "difficulty": 3}, r"longer_share must be 0 at difficulty 3.*allowed at difficulty 0\.\.2"),
+])
+def test_reasoning_longer_share_is_checked(options, message):
+    with pytest.raises(ValueError, match=message):
+        get_task("reasoning", **options)
+
+
+def test_longer_share_is_reasonings_own_option():
+    assert get_task("reasoning", difficulty=2, longer_share=1).options()["longer_share"] == 1.0
+    assert get_task("reasoning", difficulty=3).options()["longer_share"] == 0.0
+    for name in ("translation", "summarization"):
+        with pytest.raises(ValueError, match=r"unknown option\(s\) 'longer_share'"):
+            get_task(name, longer_share=0.5)
+    with pytest.raises(ValueError, match=r"unknown option\(s\) 'longer_share'"):
+        get_task("reasoning", source="hf", longer_share=0.5)
+
+
 @pytest.mark.parametrize("sizes,field", [({"training": 5}, "unknown split"), ({"train": 0}, "sizes.train"),
                                          ({"test": 2.5}, "sizes.test"), ([1, 2], "sizes must be a mapping")])
 def test_bad_sizes(sizes, field):

@@ -141,6 +141,36 @@ def test_reasoning_difficulty_sets_steps_and_number_sizes():
     assert mean(r["answer"].count("<<") for r in easy) < 2.2
 
 
+
+# The level-1 records at seed 3 (these sizes) as the generator wrote them before `longer_share` existed:
+# an option left at 0 must not move a single record (studies made then reproduce).
+LEVEL_1_SEED_3 = "f2f8f2f4654b6d471bca46b83fcf9643d930cc8574fe8505d3aa7e7f0fac671d"
+
+
+def test_reasoning_longer_share_zero_leaves_the_level_unchanged():
+    import hashlib
+    task = get_task("reasoning", difficulty=1, seed=3, longer_share=0.0,
+                    sizes={"train": 60, "warmup": 10, "validation": 10, "test": 10})
+    records = {split: task.records(split) for split in ("train", "warmup", "validation", "test")}
+    assert hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest() == LEVEL_1_SEED_3
+
+
+def test_reasoning_longer_share_adds_one_step_at_the_levels_numbers():
+    def long_problems(share):  # level 1 writes 2-3 lines for its 2-step problems, 3-4 for 3-step ones
+        records = get_task("reasoning", difficulty=1, longer_share=share, sizes={**SMALL, "train": 400}).records("train")
+        assert max(int(r["answer"].rsplit("#### ", 1)[1]) for r in records) <= 100  # level 1's limit, not 2's
+        steps = [r["answer"].count("<<") for r in records]
+        assert 2 <= min(steps) and max(steps) <= 4
+        return sum(s >= 3 for s in steps) / len(steps)
+
+    none, half, every = long_problems(0.0), long_problems(0.5), long_problems(1.0)
+    assert every == 1.0 and none < 0.35
+    # half of the problems are 3-step (each writes >= 3 lines), the rest write 3 lines with share `none`:
+    # 0.5 + 0.5 * none, give or take 4 binomial standard errors over 400 records
+    expected = 0.5 + 0.5 * none
+    assert abs(half - expected) < 4 * (expected * (1 - expected) / 400) ** 0.5
+
+
 # -- the generators' grammar and multi-modality -----------------------------------------------------
 def test_summaries_have_many_valid_forms_and_parse_back():
     generator = SummaryGenerator(1)

@@ -116,6 +116,11 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def token_id_dtype(vocab: int) -> type:
+    """The narrowest integer type the cache can store a vocabulary's token ids in (ids 0..vocab-1)."""
+    return np.int16 if vocab - 1 <= np.iinfo(np.int16).max else np.int32
+
+
 def teacher_fingerprint(model_dir: str | Path) -> str:
     """sha256 over the weight files (safetensors or PyTorch bins) and config.json of a model directory.
     A directory with a manifest of its files is verified first: a damaged teacher is named as such, not
@@ -174,7 +179,7 @@ def build_teacher_cache(teacher, rows: list[tuple[list[int], list[int]]], out_di
         if top_k is None:
             arrays = {"logprobs": open_memmap(tmp / "logprobs.npy", "w+", np.float32, (positions, vocab))}
         else:
-            id_dtype = np.int16 if vocab <= np.iinfo(np.int16).max + 1 else np.int32
+            id_dtype = token_id_dtype(vocab)
             arrays = {"token_ids": open_memmap(tmp / "token_ids.npy", "w+", id_dtype, (positions, top_k)),
                       "logprobs": open_memmap(tmp / "logprobs.npy", "w+", np.float16, (positions, top_k)),
                       "tail_logmass": open_memmap(tmp / "tail_logmass.npy", "w+", np.float32, (positions,))}

@@ -84,6 +84,7 @@ class Task:
     hf_has_validation: bool = True         # False (GSM8K): validation is carved out of train
     difficulty_levels: int = 4             # difficulty in 0..difficulty_levels-1
     default_difficulty: int = 1
+    generator_options: tuple[str, ...] = ()  # embedded options of this family only (_resolve_generator_options)
 
     def __init__(self, source: str = "embedded", **options: Any):
         if source not in SOURCES:  # get_task checks first; this guards direct construction
@@ -95,7 +96,7 @@ class Task:
 
     # -- options -----------------------------------------------------------------------------------
     def _resolve_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        allowed = EMBEDDED_OPTIONS if self.source == "embedded" else HF_OPTIONS
+        allowed = EMBEDDED_OPTIONS + self.generator_options if self.source == "embedded" else HF_OPTIONS
         unknown = sorted(set(options) - set(allowed))
         if unknown:
             raise ValueError(
@@ -111,6 +112,7 @@ class Task:
                 "difficulty", options.get("difficulty", self.default_difficulty), 0, self.difficulty_levels - 1
             )
             resolved["sizes"] = self._check_sizes(options.get("sizes"), DEFAULT_SIZES, allow_none=False)
+            resolved.update(self._resolve_generator_options(options, resolved["difficulty"]))
         else:
             resolved["dataset_path"] = options.get("dataset_path", self.hf_path)
             if not isinstance(resolved["dataset_path"], (str, os.PathLike)) or not str(resolved["dataset_path"]):
@@ -123,6 +125,10 @@ class Task:
             resolved["validation_size"] = _check_int("validation_size", options.get("validation_size", 500), 1)
         resolved["data_dir"] = str(data_dir) if data_dir is not None else None
         return resolved
+
+    def _resolve_generator_options(self, options: dict[str, Any], difficulty: int) -> dict[str, Any]:
+        """This family's own embedded options (`generator_options`), checked, with defaults filled in."""
+        return {}
 
     @staticmethod
     def _check_sizes(sizes: Any, defaults: dict, *, allow_none: bool) -> dict:

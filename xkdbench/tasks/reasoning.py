@@ -27,6 +27,12 @@ Difficulty levels (``difficulty`` option, 0..3):
 - 3: 4 steps (3-5 lines), every number <= 500, plus one irrelevant sentence with a number (a
   distractor) in the question. ~92 tokens, up to ~150: give the model max_target_tokens >= 160.
 
+Between two levels: the option ``longer_share`` (0..1, default 0; difficulty 0..2) makes that share of
+the problems one step longer than the level's, at the level's numbers. At level 1 with 0.5, half the
+problems take 3 steps (answers ~67 tokens, up to ~85; questions up to ~53): a task whose short half a
+small student masters early while the long half keeps room to learn, where level 2 is too hard for the
+default teacher. With 0 no extra random draw is made, so the data are exactly the level's.
+
 Oracle
 ------
 ``oracle`` = 1 if the output's final answer (the number after ``#### ``, compared as a number) equals
@@ -390,15 +396,18 @@ def count_valid_answers(problem: Problem) -> int:
 
 
 class ReasoningGenerator:
-    def __init__(self, difficulty: int):
+    def __init__(self, difficulty: int, longer_share: float = 0.0):
         self.difficulty = difficulty
         self.level = LEVELS[difficulty]
+        self.longer_share = longer_share
 
     def sample(self, rng: random.Random) -> Problem:
         lv = self.level
         for _ in range(1000):
             family = rng.choice(sorted(FAMILIES))
             n_steps = rng.choice(lv["steps"])
+            if self.longer_share and rng.random() < self.longer_share:
+                n_steps += 1
             try:
                 problem = FAMILIES[family](rng, n_steps, lv)
                 answers = {evaluate(solution, lv["limit"]) for solution in problem.solutions}
@@ -448,6 +457,7 @@ class ReasoningTask(Task):
     hf_name = "main"
     hf_has_validation = False
     default_difficulty = 1
+    generator_options = ("longer_share",)
 
     def prompt(self, example: dict) -> str:
         return "question: " + example["question"]
@@ -458,8 +468,18 @@ class ReasoningTask(Task):
     def _input_text(self, record: dict) -> str:
         return record["question"]
 
+    def _resolve_generator_options(self, options, difficulty):
+        share = options.get("longer_share", 0.0)
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share <= 1.0:
+            raise ValueError(f"longer_share must be a number in [0, 1] (the share of problems one step longer "
+                             f"than the level's), got {share!r}")
+        if share and max(LEVELS[difficulty]["steps"]) + 1 > max(LEVELS[len(LEVELS) - 1]["steps"]):
+            raise ValueError(f"longer_share must be 0 at difficulty {difficulty}: its problems already take the "
+                             f"most steps the generator writes; allowed at difficulty 0..{len(LEVELS) - 2}")
+        return {"longer_share": float(share)}
+
     def _generator(self):
-        return ReasoningGenerator(self._options["difficulty"])
+        return ReasoningGenerator(self._options["difficulty"], self._options["longer_share"])
 
     def _corpus_metrics(self, predictions, references):
         return metrics.gsm8k_accuracy(predictions, references)
