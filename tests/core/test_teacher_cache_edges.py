@@ -236,14 +236,27 @@ def test_the_manifest_describes_the_cache(tmp_path, tokenizer, toy_data, top_k):
         "vocab_size": vocab, "logprob_dtype": "float32" if top_k is None else "float16",
         "token_id_dtype": None if top_k is None else "int16", "rows": len(unique), "positions": positions,
         "precision": "fp32"}
-    stored = {name: np.load(tmp_path / "cache" / f"{name}.npy", mmap_mode="r").dtype.name
-              for name in ("logprobs", "token_ids") if (tmp_path / "cache" / f"{name}.npy").exists()}
-    assert stored == {"logprobs": manifest["logprob_dtype"],  # the files hold what the manifest says
-                      **({} if top_k is None else {"token_ids": manifest["token_id_dtype"]})}
+    stored = {path.stem: np.load(path, mmap_mode="r").dtype.name for path in (tmp_path / "cache").glob("*.npy")}
+    assert stored == {"keys": "uint8", "offsets": "int64",
+                      "logprobs": manifest["logprob_dtype"],  # the files hold what the manifest says
+                      **({} if top_k is None else {"token_ids": manifest["token_id_dtype"], "tail_logmass": "float32"})}
     assert manifest["bytes_per_position"] == pytest.approx(
         sum(f["bytes"] for f in manifest["files"].values()) / positions)
     assert 0 <= manifest["seconds"] < 60 and round(manifest["seconds"], 3) == manifest["seconds"]
 
+
+
+def test_a_cache_build_reports_its_progress_per_batch(tmp_path, tokenizer, toy_data, capsys, monkeypatch):
+    """A progress line before each batch of sequences and one at the end (a line is due every time here)."""
+    monkeypatch.setenv("XKDBENCH_PROGRESS_SECONDS", "1e-9")
+    rows = fixed_rows(toy_data, with_outputs=False)[:40]
+    build_teacher_cache(the_teacher(tokenizer, "llama"), rows, tmp_path / "c", top_k=4, batch_size=16, device=CPU,
+                        use_bf16=False, identity={**IDENTITY, "teacher_outputs": None})
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" | ")[0] for line in lines] == [
+        "[teacher-cache] sequence 0/40: starting", "[teacher-cache] sequence 0/40 (0%)",
+        "[teacher-cache] sequence 16/40 (40%)", "[teacher-cache] sequence 32/40 (80%)",
+        "[teacher-cache] sequence 40/40 (100%)"]
 
 
 def test_token_ids_take_int16_up_to_a_32768_token_vocabulary():
