@@ -23,6 +23,7 @@ from xkdbench.core.teacher_cache import (
     token_id_dtype,
     top_k_error,
 )
+from xkdbench.io import provenance
 
 CPU = torch.device("cpu")
 LLAMA = pytest.mark.parametrize("family", ["llama"])
@@ -243,6 +244,16 @@ def test_the_manifest_describes_the_cache(tmp_path, tokenizer, toy_data, top_k):
     assert manifest["bytes_per_position"] == pytest.approx(
         sum(f["bytes"] for f in manifest["files"].values()) / positions)
     assert 0 <= manifest["seconds"] < 60 and round(manifest["seconds"], 3) == manifest["seconds"]
+    assert manifest["created_by"] == provenance()  # what built it: versions, git revision, host
+
+
+def test_a_one_position_cache_counts_its_bytes_per_position(tmp_path, tokenizer):
+    teacher = the_teacher(tokenizer, "llama")
+    build_teacher_cache(teacher, [([5, 6, 7], [8])], tmp_path / "c", top_k=4, batch_size=4, device=CPU,
+                        use_bf16=False, identity={**IDENTITY, "teacher_outputs": None})
+    manifest = json.loads((tmp_path / "c" / MANIFEST).read_text())
+    assert manifest["positions"] == 1
+    assert manifest["bytes_per_position"] == sum(f["bytes"] for f in manifest["files"].values())
 
 
 
