@@ -84,6 +84,17 @@ def test_a_seed_past_numpys_range_still_seeds_numpy():
     assert np.array_equal(drawn, np.random.rand(3))
 
 
+
+def test_seeding_seeds_pythons_random_module_too():
+    """A method may draw from Python's `random`: the run's seed decides those draws as well."""
+    import random
+
+    from xkdbench.core.runtime import seed_everything
+    seed_everything(11)
+    drawn = [random.random() for _ in range(3)]
+    reference = random.Random(11)
+    assert drawn == [reference.random() for _ in range(3)]
+
 @LLAMA
 def test_asking_a_context_without_a_teacher_for_it_says_why(tokenizer, family, toy_data):
     """A method that declared needs_teacher = False gets no teacher; asking for its logits or samples

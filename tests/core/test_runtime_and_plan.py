@@ -194,10 +194,12 @@ def test_each_rank_samples_from_its_own_stream_and_rank_0_from_the_single_proces
 def test_gradients_are_summed_over_ranks_and_missing_ones_filled(monkeypatch):
     """Two ranks, simulated: the other rank's flags and gradients are what all_reduce adds. A parameter
     with a gradient on both ranks gets the sum; on the other rank only, that rank's (zeros here first);
-    on neither, none."""
+    on neither, none. The last parameter, of another shape, reads its part of the flat buffer after both."""
     both, other_only, neither = (torch.nn.Parameter(torch.zeros(2, 2)) for _ in range(3))
-    both.grad = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
-    other = {"flags": torch.tensor([1.0, 1.0, 0.0]), "grads": [torch.full((2, 2), 10.0), torch.full((2, 2), 0.5)]}
+    last = torch.nn.Parameter(torch.zeros(3))
+    both.grad, last.grad = torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.tensor([100.0, 200.0, 300.0])
+    other = {"flags": torch.tensor([1.0, 1.0, 0.0, 1.0]),
+             "grads": [torch.full((2, 2), 10.0), torch.full((2, 2), 0.5), torch.tensor([1.0, 2.0, 3.0])]}
     reduced = []
 
     def all_reduce(tensor, op):
@@ -209,10 +211,16 @@ def test_gradients_are_summed_over_ranks_and_missing_ones_filled(monkeypatch):
 
     monkeypatch.setattr(distributed, "world_size", lambda: 2)
     monkeypatch.setattr(distributed.dist, "all_reduce", all_reduce)
-    distributed.sum_gradients([both, other_only, neither])
+    distributed.sum_gradients([both, other_only, neither, last])
     assert torch.equal(both.grad, torch.tensor([[11.0, 12.0], [13.0, 14.0]]))
     assert torch.equal(other_only.grad, torch.full((2, 2), 0.5)) and neither.grad is None
+    assert torch.equal(last.grad, torch.tensor([101.0, 202.0, 303.0]))
     assert reduced == [distributed.dist.ReduceOp.MAX, distributed.dist.ReduceOp.SUM]
+    only = torch.nn.Parameter(torch.zeros(3))  # a model of one parameter
+    only.grad = torch.ones(3)
+    other.update(flags=torch.tensor([1.0]), grads=[torch.ones(3)])
+    distributed.sum_gradients([only])
+    assert torch.equal(only.grad, torch.full((3,), 2.0))
 
 
 @pytest.mark.parametrize("precision,device,expected", [

@@ -100,7 +100,9 @@ def test_a_run_with_oracle_labels_stores_exactly_the_oracle_preferences(tmp_path
     training = TrainingConfig(steps=4, batch_size=4, lr=1e-2, warmup_steps=1, log_every=1, checkpoint_every=100)
     student = tiny_model(tokenizer, "llama", seed=1)
     teacher = tiny_model(tokenizer, "llama", seed=2)
-    with pytest.raises(ConfigError, match="oracle"):  # refused before any work
+    with pytest.raises(ConfigError, match=re.escape(  # refused before any work
+            f"{cls.__name__} with these settings scores its training texts with the task's oracle, and this run "
+            "has none (embedded tasks have one; TrainSetup.oracle)")):
         train(TrainSetup(cls, config, student, data, training, 0, CPU, teacher=teacher, sampling=SamplingConfig(),
                          max_new_tokens=8), tmp_path / "none")
     assert not (tmp_path / "none" / "model").exists()
