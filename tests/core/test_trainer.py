@@ -440,3 +440,57 @@ def test_a_step_of_one_target_token_is_divided_by_one(tokenizer, toy_data):
     logits = student.target_logits(batch)
     expected = torch.nn.functional.cross_entropy(logits[0, :1].float(), batch.target_ids[0, :1])
     torch.testing.assert_close(totals["nll"].detach(), expected.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_the_context_gets_the_validation_interval_the_stream_and_the_modules_stream(tmp_path, tokenizer, toy_data):
+    """The method's context carries the run's validation interval (0 when the run has no validation data,
+    whatever training.validate_every says) and the variant's stream offset; a method's modules are drawn
+    from the run's "modules" stream at that offset (`stream_seed`'s contract: adding a module shifts no other
+    stream, and the A/A control's modules differ)."""
+    from xkdbench.core.runtime import stream_seed, torch_stream
+
+    cfg = TrainingConfig(steps=1, batch_size=8, lr=1e-2, warmup_steps=0, log_every=1, validate_every=2)
+    contexts = {}
+    for name, validation, stream in (("validated", toy_data, 3), ("none", None, 0)):
+        _GatedSFT.made.clear()
+        train(TrainSetup(_GatedSFT, method_config("sft", {}), tiny_model(tokenizer, "llama", seed=1), toy_data, cfg,
+                         5, CPU, validation=validation, stream=stream), tmp_path / name)
+        contexts[name] = (_GatedSFT.made[-1].ctx, _GatedSFT.made[-1].initial)
+    (validated, initial), (none, _) = contexts["validated"], contexts["none"]
+    assert (validated.validate_every, validated.stream) == (2, 3)
+    assert (none.validate_every, none.stream) == (0, 0)
+    with torch_stream(stream_seed(5, "modules", 3), CPU):
+        expected = torch.nn.Linear(3, 1).weight.detach()
+    assert torch.equal(initial, expected)
+
+
+def test_the_summary_counts_the_target_tokens_trained_on(tmp_path, tokenizer, toy_data):
+    """tokens = the gold target tokens of every micro-batch of every step (SFT trains on gold only)."""
+    _, summary = run(tokenizer, "llama", toy_data, tmp_path / "run", steps=3, batch_size=8, grad_accum=2)
+    loader = StepLoader(toy_data, tiny_model(tokenizer, "llama", seed=1), batch_size=8, grad_accum=2, seed=0)
+    expected = sum(int(e.gold.target_mask.sum()) for step in range(3) for e in loader.step_examples(step))
+    assert summary["tokens"] == expected > 0
+
+
+def test_progress_lines_name_the_run_and_follow_a_resume(tmp_path, tokenizer, toy_data, capsys, monkeypatch):
+    """With a line due at every step: a start line (naming where a resumed run starts), one per step with
+    the step's loss as the log records it, the last one at the end. With a long interval: only the start
+    and end lines."""
+    def lines(**kwargs):
+        student = tiny_model(tokenizer, "llama", seed=1)
+        cfg = TrainingConfig(steps=4, batch_size=8, lr=1e-2, warmup_steps=1, log_every=1, checkpoint_every=100)
+        train(TrainSetup(METHODS.get("sft"), method_config("sft", {}), student, toy_data, cfg, 0, CPU, label="cell x"),
+              tmp_path / "run", **kwargs)
+        # (the resumed run loads its checkpoint, and transformers may print its own loading bar)
+        return [line for line in capsys.readouterr().err.splitlines() if line.startswith("[cell x]")]
+
+    monkeypatch.setenv("XKDBENCH_PROGRESS_SECONDS", "1e-9")
+    first, second = lines(stop_after=2), lines()
+    log = [json.loads(line) for line in open(tmp_path / "run" / "train_log.jsonl")]
+    assert [line.split(" | ")[0] for line in first + second] == [
+        "[cell x] step 0/4: starting", "[cell x] step 1/4 (25%)", "[cell x] step 2/4 (50%)",
+        "[cell x] step 2/4, resumed at 2: starting", "[cell x] step 3/4 (75%)", "[cell x] step 4/4 (100%)"]
+    shown = [float(line.split(" | ")[1].removeprefix("loss ")) for line in first[1:] + second[1:]]
+    assert shown == pytest.approx([r["loss"] for r in log], rel=1e-3)  # printed to 4 significant digits
+    monkeypatch.setenv("XKDBENCH_PROGRESS_SECONDS", "1000")
+    assert [line.split(" | ")[0] for line in lines()] == ["[cell x] step 0/4: starting", "[cell x] step 4/4 (100%)"]
