@@ -28,6 +28,13 @@ def test_every_entry_names_its_mutant_and_a_reason_and_sits_in_one_list():
     assert not set(entries[0]) & set(entries[1])
 
 
+def test_no_name_is_listed_twice():
+    """YAML keeps the last of two equal keys silently: a second entry under one name would hide the first."""
+    for path in LISTS:
+        names = [line[:-1] for line in (ROOT / path).read_text().splitlines() if line.startswith("xkdbench.")]
+        assert len(names) == len(set(names)), sorted({n for n in names if names.count(n) > 1})
+
+
 def test_entries_match_by_function_and_line_not_by_number(monkeypatch, tmp_path):
     """mutmut renumbers a changed function's mutants: an entry excuses the survivor whose mutated line it
     records (under whatever number), and never the mutant that now carries its old number."""
