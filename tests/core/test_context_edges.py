@@ -30,6 +30,19 @@ def test_an_empty_training_split_is_refused_by_name(tokenizer):
         TrainData.from_texts(tiny_model(tokenizer, "llama"), [], [], max_prompt_tokens=8, max_target_tokens=8)
 
 
+
+def test_training_data_without_teacher_outputs_gives_none_and_a_length_mismatch_is_named(tokenizer):
+    from tests.conftest import toy_pairs
+
+    model = tiny_model(tokenizer, "llama")
+    prompts, targets = toy_pairs(8)
+    data = TrainData.from_texts(model, prompts, targets, max_prompt_tokens=24, max_target_tokens=12)
+    examples = StepLoader(data, model, batch_size=4, grad_accum=2, seed=0).step_examples(0)
+    assert [e.teacher_output for e in examples] == [None, None]
+    with pytest.raises(ValueError, match=r"^teacher outputs cover 7 inputs, the training data has 8$"):
+        TrainData.from_texts(model, prompts, targets, max_prompt_tokens=24, max_target_tokens=12,
+                             teacher_outputs=targets[:7])
+
 @LLAMA
 def test_moving_a_micro_batch_keeps_its_rows_and_a_missing_teacher_output(tokenizer, family, toy_data):
     examples = prompts(context(tokenizer, family), toy_data)
