@@ -35,6 +35,11 @@ REFUSED = [
     ("xkd_div", {"discount": 1.5}, "discount", "[0, 1]"),
     ("xkd_div", {"reward_likelihood_weight": -0.1}, "reward_likelihood_weight", "[0, inf)"),
     ("xkd_div", {"kl_weight": -0.1}, "kl_weight", "[0, inf)"),
+    ("supervised_kd", {"hard_label_weight": -0.1}, "hard_label_weight", "[0, inf)"),
+    ("mm_pbkd", {"rounds": 0}, "rounds", "[1, inf)"),
+    # MM-PbKD checks AMM's settings and the preference settings too, under the same entry
+    ("mm_pbkd", {"adversary_lr": 0.0}, "adversary_lr", "(0, inf)"),
+    ("mm_pbkd", {"pair_batch_size": 0}, "pair_batch_size", "[1, inf)"),
 ]
 
 
@@ -49,7 +54,8 @@ def test_an_out_of_range_setting_is_refused_naming_it(method, settings, field, i
 @pytest.mark.parametrize("method,settings", [
     ("pbkd_offline", {"reward_weight_decay": 0.0, "reward_l2": 0.0, "kl_weight": 0.0}),
     ("amm", {"on_policy_weight": 0.0}), ("amm", {"on_policy_weight": 1.0}),
-    ("distillm", {"schedule_steps": 1}),
+    ("distillm", {"schedule_steps": 1}), ("supervised_kd", {"hard_label_weight": 0.0}),
+    ("mm_pbkd", {"rounds": 1}), ("mm_pbkd", {"preference_weight": 0.0, "on_policy_weight": 0.0}),
     ("xkd_div", {"discount": 0.0, "reward_likelihood_weight": 0.0, "kl_weight": 0.0}), ("xkd_div", {"discount": 1.0}),
 ])
 def test_the_closed_edges_are_accepted(method, settings):
@@ -124,6 +130,8 @@ def test_loading_a_pbkd_reward_leaves_the_student_unchanged(tmp_path, tokenizer)
      "distill.steps: 4 steps cannot hold 5 preference rounds (rounds must be at most the steps)"),
     ("mm_pbkd", {"rounds": 5}, {"steps": 4},
      "distill.steps: 4 steps cannot hold 5 preference rounds (rounds must be at most the steps)"),
+    ("mm_pbkd", {"rounds": 5}, {"steps": 5}, None),  # one round per step is allowed
+    ("pbkd_online", {"rounds": 5}, {"steps": 5}, None),
     ("distillm", {}, {"validate_every": 0},
      "distill.validate_every: 0 is not allowed for distillm; allowed: >= 1 (its adaptive schedule moves only on "
      "validation losses)"),
@@ -132,10 +140,34 @@ def test_training_settings_a_method_cannot_run_with_are_refused(method, settings
     from xkdbench.config import TrainingConfig
     from xkdbench.methods import METHODS
 
+    check = METHODS.get(method).check_training
+    if message is None:
+        check(method_config(method, settings), TrainingConfig(**training), "distill")
+        return
     with pytest.raises(ConfigError, match="^" + re.escape(message) + "$"):
-        METHODS.get(method).check_training(method_config(method, settings), TrainingConfig(**training), "distill")
+        check(method_config(method, settings), TrainingConfig(**training), "distill")
+
+
+@pytest.mark.parametrize("settings,message", [
+    ({"adversary": "closed_form"}, "m.adversary: 'closed_form' is not allowed; allowed: 'learned' (the preference term trains "
+                              "the adversary)"),
+    ({"on_policy_weight": 0.0}, "m.on_policy_weight: 0 is not allowed with preference_weight > 0; allowed: (0, 1] "
+                                "(the pairs' rejected outputs are the on-policy samples)"),
+])
+def test_mm_pbkd_refuses_settings_its_preference_term_cannot_use(settings, message):
+    with pytest.raises(ConfigError, match="^" + re.escape(message) + "$"):
+        method_config("mm_pbkd", settings, "m")
 
 
 def test_unknown_preference_labels_are_refused_naming_the_choices():
     with pytest.raises(ConfigError, match=re.escape("m.preference_labels: 'human' is not allowed; allowed: teacher, oracle")):
         method_config("pbkd_offline", {"preference_labels": "human"}, "m")
+
+
+def test_mm_pbkd_asks_for_the_oracle_only_when_its_preference_term_is_on():
+    from xkdbench.methods import METHODS
+
+    needs = METHODS.get("mm_pbkd").needs_oracle
+    assert needs(method_config("mm_pbkd", {"preference_labels": "oracle"}))
+    assert not needs(method_config("mm_pbkd", {"preference_labels": "oracle", "preference_weight": 0.0}))
+    assert not needs(method_config("mm_pbkd", {"preference_labels": "teacher"}))
