@@ -40,6 +40,19 @@ REFUSED = [
     # MM-PbKD checks AMM's settings and the preference settings too, under the same entry
     ("mm_pbkd", {"adversary_lr": 0.0}, "adversary_lr", "(0, inf)"),
     ("mm_pbkd", {"pair_batch_size": 0}, "pair_batch_size", "[1, inf)"),
+    ("minillm", {"teacher_mix_weight": -0.1}, "teacher_mix_weight", "[0, 1]"),
+    ("minillm", {"teacher_mix_weight": 1.5}, "teacher_mix_weight", "[0, 1]"),
+    ("minillm", {"clip_range": 0.0}, "clip_range", "(0, 1]"),
+    ("minillm", {"clip_range": 1.5}, "clip_range", "(0, 1]"),
+    ("minillm", {"ppo_epochs": 0}, "ppo_epochs", "[1, inf)"),
+    ("minillm", {"discount": -0.1}, "discount", "[0, 1]"),
+    ("minillm", {"discount": 1.5}, "discount", "[0, 1]"),
+    ("distillm", {"loss_tolerance": -0.1}, "loss_tolerance", "[0, inf)"),
+    ("distillm", {"replay_buffer_size": 0}, "replay_buffer_size", "[1, inf)"),
+    ("distillm", {"loss_temperature": 0.0}, "loss_temperature", "(0, inf)"),  # the divergence's own settings
+    ("bellman_distill", {"gamma": -0.1}, "gamma", "[0, 1]"),
+    ("bellman_distill", {"gamma": 1.5}, "gamma", "[0, 1]"),
+    ("bellman_distill", {"q_floor": 0.0}, "q_floor", "(-inf, 0)"),
 ]
 
 
@@ -56,6 +69,10 @@ def test_an_out_of_range_setting_is_refused_naming_it(method, settings, field, i
     ("amm", {"on_policy_weight": 0.0}), ("amm", {"on_policy_weight": 1.0}),
     ("distillm", {"schedule_steps": 1}), ("supervised_kd", {"hard_label_weight": 0.0}),
     ("mm_pbkd", {"rounds": 1}), ("mm_pbkd", {"preference_weight": 0.0, "on_policy_weight": 0.0}),
+    ("minillm", {"teacher_mix_weight": 0.0, "discount": 0.0, "ppo_epochs": 1}),
+    ("minillm", {"teacher_mix_weight": 1.0, "clip_range": 1.0, "discount": 1.0}),
+    ("distillm", {"loss_tolerance": 0.0, "replay_buffer_size": 1}),
+    ("bellman_distill", {"gamma": 0.0, "q_floor": -1e-9}), ("bellman_distill", {"gamma": 1.0}),
     ("xkd_div", {"discount": 0.0, "reward_likelihood_weight": 0.0, "kl_weight": 0.0}), ("xkd_div", {"discount": 1.0}),
 ])
 def test_the_closed_edges_are_accepted(method, settings):
@@ -171,3 +188,10 @@ def test_mm_pbkd_asks_for_the_oracle_only_when_its_preference_term_is_on():
     assert needs(method_config("mm_pbkd", {"preference_labels": "oracle"}))
     assert not needs(method_config("mm_pbkd", {"preference_labels": "oracle", "preference_weight": 0.0}))
     assert not needs(method_config("mm_pbkd", {"preference_labels": "teacher"}))
+
+
+def test_minillm_refuses_the_pretraining_term_naming_why():
+    message = ("m.lm_loss_weight: 0.5 is not allowed; allowed: 0 (the pre-training-corpus language-model term needs "
+               "a corpus the embedded tasks do not have)")
+    with pytest.raises(ConfigError, match="^" + re.escape(message) + "$"):
+        method_config("minillm", {"lm_loss_weight": 0.5}, "m")
