@@ -195,3 +195,37 @@ def test_minillm_refuses_the_pretraining_term_naming_why():
                "a corpus the embedded tasks do not have)")
     with pytest.raises(ConfigError, match="^" + re.escape(message) + "$"):
         method_config("minillm", {"lm_loss_weight": 0.5}, "m")
+
+
+@pytest.mark.parametrize("module,name,what", [
+    ("xkdbench.methods.xkd_reward", "HEAD_NAME", "an X-KD checkpoint must hold its reward head; was it trained with X-KD?"),
+    ("xkdbench.methods.pbkd", "REWARD_NAME", "a PbKD checkpoint must hold its reward model; was it trained with PbKD?"),
+    ("xkdbench.methods.mm_pbkd", "ADVERSARY_NAME",
+     "an MM-PbKD checkpoint must hold its adversary; was it trained with MM-PbKD?"),
+])
+def test_a_learned_reward_without_its_file_is_refused_naming_the_method(tmp_path, tokenizer, module, name, what):
+    import importlib
+
+    from tests.conftest import tiny_model
+
+    loaded = importlib.import_module(module)
+    path = tmp_path / f"{getattr(loaded, name)}.pt"
+    student = tiny_model(tokenizer, "llama")
+    args = (tmp_path, method_config("mm_pbkd", {}), student) if module.endswith("mm_pbkd") else (tmp_path, student)
+    with pytest.raises(FileNotFoundError, match="^" + re.escape(f"{path}: {what}") + "$"):
+        loaded.load_learned_reward(*args)
+
+
+def test_an_mm_pbkd_reward_needs_the_teacher_it_was_trained_with(tmp_path, tokenizer):
+    import torch
+
+    from tests.conftest import tiny_model
+    from xkdbench.methods.amm import MomentAdversary
+    from xkdbench.methods.mm_pbkd import ADVERSARY_NAME, load_learned_reward
+
+    path = tmp_path / f"{ADVERSARY_NAME}.pt"
+    torch.save(MomentAdversary(8, 2, "").state_dict(), path)  # a run whose teacher came from no directory
+    message = (f"{path}: the learned reward needs the teacher the run was trained with, and the run's teacher was "
+               "not loaded from a checkpoint directory")
+    with pytest.raises(FileNotFoundError, match="^" + re.escape(message) + "$"):
+        load_learned_reward(tmp_path, method_config("mm_pbkd", {}), tiny_model(tokenizer, "llama"))
