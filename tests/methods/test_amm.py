@@ -156,6 +156,73 @@ def test_adversary_starts_at_zero_and_its_step_raises_the_distance(tokenizer, fa
     assert grads and all(torch.isfinite(g).all() for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
 
 
+
+@pytest.mark.parametrize("estimate", ["sampled", "exact"])
+def test_the_adversarys_steps_ascend_the_weighted_token_means_by_hand(tokenizer, family, toy_data, estimate):
+    """K = 2 AdamW ascent steps (its own learning rate and weight decay) on beta * mean over on-policy tokens
+    + (1 - beta) * mean over off-policy tokens of the moment gap, written out here with `moment_gaps`
+    (checked against its formulas above): the adversary ends where this hand-written ascent ends."""
+    import copy
+
+    settings = {"adversary_steps": 2, "adversary_lr": 0.05, "adversary_weight_decay": 0.2,
+                "on_policy_weight": 0.3, "moment_estimate": estimate}
+    impl = make(tokenizer, family, settings)
+    examples = StepLoader(toy_data, impl.ctx.student, batch_size=8, grad_accum=1, seed=0).step_examples(0)[0]
+    rollout = impl.rollout(examples)
+    assert 0 < int(rollout.on_policy.sum()) < len(rollout.on_policy)
+    reference = copy.deepcopy(impl.adversary)
+    optimizer = torch.optim.AdamW(reference.parameters(), lr=0.05, weight_decay=0.2)
+    with torch.no_grad():
+        q = torch.softmax(impl.ctx.student_logits(rollout).float(), dim=-1)
+        p = torch.softmax(rollout.teacher_logits.float(), dim=-1)
+    m = rollout.target_mask.float()
+    on, off = m * rollout.on_policy[:, None], m * ~rollout.on_policy[:, None]
+    for _ in range(2):
+        gap = moment_gaps(reference(rollout.teacher_hidden, impl.unembedding()), p, q, rollout.target_ids,
+                          rollout.on_policy, estimate)
+        objective = 0.3 * (gap * on).sum() / on.sum() + 0.7 * (gap * off).sum() / off.sum()
+        optimizer.zero_grad()
+        (-objective).backward()
+        optimizer.step()
+    impl.update_adversary(rollout)
+    for ours, theirs in zip(impl.adversary.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)  # Adam divides by small moments
+
+
+@pytest.mark.parametrize("form", ["sum", "mean"])
+def test_the_policy_gradient_term_uses_the_configured_cost_to_go(tokenizer, family, toy_data, form):
+    """AMM's REINFORCE term is `student_terms` at the setting's cost-to-go form, weighted by
+    beta * (step tokens) / (on-policy step tokens): its gradient equals that of the term written out here."""
+    impl = make(tokenizer, family, {"cost_to_go": form, "adversary": "closed_form"})
+    examples = StepLoader(toy_data, impl.ctx.student, batch_size=8, grad_accum=1, seed=0).step_examples(0)[0]
+    rollout = impl.rollout(examples)
+    params = [p for p in impl.ctx.student.model.parameters()]
+
+    def gradient(term):
+        grads = torch.autograd.grad(term.sum(), params, allow_unused=True)
+        return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
+
+    ours = gradient(impl.loss(rollout)["moment_pg"])
+    logits = impl.ctx.student_logits(rollout)
+    p = torch.softmax(rollout.teacher_logits.float(), dim=-1)
+    f = closed_form_adversary(p, torch.softmax(logits.detach().float(), dim=-1))
+    _, pg = student_terms(logits, p, f, rollout.target_ids, rollout.target_mask, rollout.on_policy, "sampled", form)
+    tokens = rollout.step_tokens
+    beta = impl.config.on_policy_weight
+    expected = gradient(beta * (tokens["off"] + tokens["on"]) / tokens["on"] * pg)
+    assert expected.abs().sum() > 0
+    torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_the_adversary_keeps_its_teacher_through_a_checkpoint():
+    """The teacher path rides in the adversary's state (MM-PbKD's learned reward reloads that teacher), also
+    when a resumed run loads it into an adversary built without it."""
+    from xkdbench.methods.amm import MomentAdversary
+
+    restored = MomentAdversary(8, 2, "")
+    restored.load_state_dict(MomentAdversary(8, 2, "/models/teacher").state_dict())
+    assert restored.teacher_path == "/models/teacher"
+
 # -- through the core --------------------------------------------------------------------------------
 def run(tokenizer, family, data, out, method, settings, *, steps=4, stop_after=None, teacher=None, **training):
     student = tiny_model(tokenizer, family, seed=1)
