@@ -229,3 +229,34 @@ def test_an_mm_pbkd_reward_needs_the_teacher_it_was_trained_with(tmp_path, token
                "not loaded from a checkpoint directory")
     with pytest.raises(FileNotFoundError, match="^" + re.escape(message) + "$"):
         load_learned_reward(tmp_path, method_config("mm_pbkd", {}), tiny_model(tokenizer, "llama"))
+
+
+@pytest.mark.parametrize("method,settings,outputs,teacher", [
+    ("sft", {}, False, False),                       # the base class's answer: no SeqKD outputs
+    ("pbkd_offline", {}, True, False),               # black-box: SeqKD's outputs are all it sees of the teacher
+    ("pbkd_online", {}, True, False),
+    ("mm_pbkd", {}, True, True),
+    ("bellman_distill", {}, True, True),
+    ("amm", {"on_policy_weight": 0.5}, True, True),   # its off-policy rows are the teacher's outputs
+    ("amm", {"on_policy_weight": 1.0}, False, True),  # on-policy only
+])
+def test_which_methods_train_on_seqkd_outputs_and_load_a_teacher(method, settings, outputs, teacher):
+    """What the workflow provides a cell: the teacher's SeqKD outputs, and a live teacher model."""
+    from xkdbench.methods import METHODS
+
+    cls, config = METHODS.get(method), method_config(method, settings)
+    assert (cls.uses_teacher_outputs(config), cls.needs_teacher(config)) == (outputs, teacher)
+
+
+def test_register_files_a_method_under_its_key(monkeypatch):
+    from xkdbench.methods import METHODS
+    from xkdbench.methods.base import register
+
+    assert all(METHODS.get(name).key == name for name in METHODS.names())
+    monkeypatch.setattr(METHODS, "_items", dict(METHODS._items))  # the registration below is undone after
+
+    class Plain(METHODS.get("sft")):
+        pass
+
+    assert register("plain_for_a_test")(Plain) is Plain
+    assert Plain.key == "plain_for_a_test" and METHODS.get("plain_for_a_test") is Plain
