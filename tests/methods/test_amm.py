@@ -196,11 +196,12 @@ def test_the_policy_gradient_term_uses_the_configured_cost_to_go(tokenizer, fami
     impl = make(tokenizer, family, {"cost_to_go": form, "adversary": "closed_form"})
     examples = StepLoader(toy_data, impl.ctx.student, batch_size=8, grad_accum=1, seed=0).step_examples(0)[0]
     rollout = impl.rollout(examples)
-    params = [p for p in impl.ctx.student.model.parameters()]
+    params = list(impl.ctx.student.model.parameters())
 
     def gradient(term):
         grads = torch.autograd.grad(term.sum(), params, allow_unused=True)
-        return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
+        return torch.cat([(g if g is not None else torch.zeros_like(w)).reshape(-1)
+                          for g, w in zip(grads, params, strict=True)])
 
     ours = gradient(impl.loss(rollout)["moment_pg"])
     logits = impl.ctx.student_logits(rollout)
