@@ -53,6 +53,11 @@ REFUSED = [
     ("bellman_distill", {"gamma": -0.1}, "gamma", "[0, 1]"),
     ("bellman_distill", {"gamma": 1.5}, "gamma", "[0, 1]"),
     ("bellman_distill", {"q_floor": 0.0}, "q_floor", "(-inf, 0)"),
+    ("pbkd_offline", {"reward_steps": 0}, "reward_steps", "[1, inf)"),
+    ("pbkd_online", {"reward_steps": 0}, "reward_steps", "[1, inf)"),  # the offline settings, checked online too
+    ("amm", {"adversary_weight_decay": -0.1}, "adversary_weight_decay", "[0, inf)"),
+    ("amm", {"adversary_rank": 0}, "adversary_rank", "[1, inf)"),
+    ("xkd_div", {"student_data_fraction": 1.5}, "student_data_fraction", "[0, 1]"),  # GKD's settings, under X-KD
 ]
 
 
@@ -73,6 +78,7 @@ def test_an_out_of_range_setting_is_refused_naming_it(method, settings, field, i
     ("minillm", {"teacher_mix_weight": 1.0, "clip_range": 1.0, "discount": 1.0}),
     ("distillm", {"loss_tolerance": 0.0, "replay_buffer_size": 1}),
     ("bellman_distill", {"gamma": 0.0, "q_floor": -1e-9}), ("bellman_distill", {"gamma": 1.0}),
+    ("pbkd_offline", {"reward_steps": 1}), ("amm", {"adversary_weight_decay": 0.0, "adversary_rank": 1}),
     ("xkd_div", {"discount": 0.0, "reward_likelihood_weight": 0.0, "kl_weight": 0.0}), ("xkd_div", {"discount": 1.0}),
 ])
 def test_the_closed_edges_are_accepted(method, settings):
