@@ -282,3 +282,21 @@ def test_a_run_lowers_the_objective_and_the_textbook_form_fits_the_outputs(tmp_p
         assert after < before - 2.0, (before, after)
     else:  # dominated by the chi^2 term of V(s') over the whole vocabulary (about 50 here): it falls slowly
         assert losses[-1] < losses[0] - 1.0, losses
+
+
+def test_the_functions_defaults_are_the_methods_and_a_bad_expert_term_is_named():
+    """`bellman_terms` called bare is the method at its defaults (the paper's and public code's values)."""
+    import dataclasses
+    import inspect
+
+    from xkdbench.config import ConfigError
+    from xkdbench.methods.bellman_distill import BellmanDistillConfig, bellman_terms
+
+    defaults = {name: p.default for name, p in inspect.signature(bellman_terms).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    config = {f.name: f.default for f in dataclasses.fields(BellmanDistillConfig)}
+    assert defaults == {name: config[name] for name in defaults}
+    assert set(defaults) == {"top_p", "alpha", "gamma", "q_floor", "epsilon", "temperature", "expert_term"}
+    with pytest.raises(ConfigError, match=r"^expert_term: 'x' is not allowed; allowed: textbook, code$"):
+        bellman_terms(torch.zeros(1, 2, 3), torch.zeros(1, 2, 3), torch.zeros(1, 2, dtype=torch.long),
+                      torch.ones(1, 2), expert_term="x")

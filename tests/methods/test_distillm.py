@@ -107,6 +107,24 @@ def test_state_round_trips_through_a_checkpoint(tokenizer, family, toy_data):
     assert impl.source(2) == "replay" and torch.equal(a.target_ids, b.target_ids)
 
 
+def test_the_schedule_takes_the_settings_and_one_coin_per_step(tokenizer, family):
+    """The schedule starts from the settings; each step draws one coin from the run's decision stream,
+    the first time its source is asked for (asking again within the step draws nothing)."""
+    impl = make(tokenizer, family, initial_threshold=0.5, threshold_increment=0.2, loss_tolerance=0.05)
+    schedule = impl.schedule
+    assert (schedule.threshold, schedule.increment, schedule.tolerance) == (0.5, 0.2, 0.05)
+    reference = random.Random()
+    reference.setstate(impl.ctx.rng.getstate())
+    for step in range(6):
+        expected = schedule.source(reference.random(), step, 10, impl.buffer.full)
+        assert impl.source(step) == expected and impl.source(step) == expected
+    assert impl.ctx.rng.getstate() == reference.getstate()
+    resumed = make(tokenizer, family, initial_threshold=0.5)  # a run resumed after step 0 first asks at step 1
+    reference.setstate(resumed.ctx.rng.getstate())
+    assert resumed.source(1) == resumed.schedule.source(reference.random(), 1, 10, False)
+    assert resumed.ctx.rng.getstate() == reference.getstate()
+
+
 def test_loss_is_the_chosen_skew_divergence(tokenizer, family, toy_data):
     for name, fn in (("skew_forward_kl", skew_forward_kl), ("skew_reverse_kl", skew_reverse_kl)):
         impl = make(tokenizer, family, divergence=name, alpha=0.2)
@@ -153,7 +171,8 @@ def test_refuses_a_run_whose_schedule_cannot_move_or_end(tokenizer):
     with pytest.raises(ConfigError, match=r"^distill\.validate_every: 0 is not allowed for distillm; allowed: >= 1 "
                                           r"\(its adaptive schedule moves only on validation losses\)$"):
         METHODS.get("distillm")(config, context(tokenizer, "llama", validate_every=0, total_steps=10))
-    with pytest.raises(ConfigError, match="schedule_steps"):
+    with pytest.raises(ConfigError, match=r"^schedule_steps: distillm needs the run's step count for its "
+                                          r"fresh-generation decay; set schedule_steps to the run's distill\.steps$"):
         METHODS.get("distillm")(config, context(tokenizer, "llama"))
     assert METHODS.get("distillm")(config, context(tokenizer, "llama", validate_every=5, total_steps=10)).total_steps == 10
 
