@@ -142,7 +142,8 @@ def test_prepare_then_data_dir_reads_the_files(name, tmp_path):
                                                                      "validation.jsonl", "warmup.jsonl"]
     info = json.loads((tmp_path / "data" / "task.json").read_text())
     assert info["name"] == name and info["source"] == "embedded" and info["sizes"] == SMALL
-    assert info["options"] == {"seed": 5, "difficulty": task.options()["difficulty"], "sizes": SMALL}
+    assert info["options"] == {"seed": 5, "difficulty": task.options()["difficulty"], "sizes": SMALL,
+                               **({"longer_share": 0.0} if name == "reasoning" else {})}  # reasoning's own option
     local = get_task(name, sizes=SMALL, seed=5, data_dir=str(tmp_path / "data"))
     for split in SPLITS:
         assert local.load(split).to_list() == task.load(split).to_list()
