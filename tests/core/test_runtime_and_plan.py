@@ -102,11 +102,16 @@ def test_variants_that_ask_the_teacher_about_fixed_sequences_read_the_cache():
     assert not any(variant_uses_cache(live, e) for e in live.methods)
 
 
-def test_an_external_variant_never_reads_the_cache():
-    # TRL's GKD at student_data_fraction 0 would ask about fixed sequences, but its own rule runs it
+def test_an_external_variant_never_reads_the_cache(tmp_path, monkeypatch):
+    """An external method (a Snakemake rule of its own, declared in the working directory) asks the teacher
+    nothing through the suite: no cache, even where the suite's methods would read one."""
+    rules = tmp_path / "workflows" / "rules" / "external"
+    rules.mkdir(parents=True)
+    (rules / "other_trainer.smk").write_text("")
+    (rules / "other_trainer.yaml").write_text("rule: other_trainer\ndescription: a trainer of its own\nsettings: {}\n")
+    monkeypatch.chdir(tmp_path)
     cfg = from_dict(ExperimentConfig, {"name": "s", "tasks": {"translation": {}}, "methods": [
-        {"name": "trl_gkd", "method": "external", "rule": "trl_gkd", "beta": 0.5, "student_data_fraction": 0.0}],
-        "teacher_cache": {"mode": "top_k"}})
+        {"name": "theirs", "method": "external", "rule": "other_trainer"}], "teacher_cache": {"mode": "top_k"}})
     assert cfg.teacher_cache.enabled and cfg.methods[0].external
     assert variant_uses_cache(cfg, cfg.methods[0]) is False
     assert cache_plan(cfg) == {}

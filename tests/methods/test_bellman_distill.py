@@ -287,16 +287,25 @@ def test_a_run_lowers_the_objective_and_the_textbook_form_fits_the_outputs(tmp_p
 def test_the_functions_defaults_are_the_methods_and_a_bad_expert_term_is_named():
     """`bellman_terms` called bare is the method at its defaults (the paper's and public code's values)."""
     import dataclasses
-    import inspect
 
     from xkdbench.config import ConfigError
     from xkdbench.methods.bellman_distill import BellmanDistillConfig, bellman_terms
 
-    defaults = {name: p.default for name, p in inspect.signature(bellman_terms).parameters.items()
-                if p.default is not inspect.Parameter.empty}
-    config = {f.name: f.default for f in dataclasses.fields(BellmanDistillConfig)}
-    assert defaults == {name: config[name] for name in defaults}
-    assert set(defaults) == {"top_p", "alpha", "gamma", "q_floor", "epsilon", "temperature", "expert_term"}
+    generator = torch.Generator().manual_seed(0)
+    student, teacher = (3 * torch.randn(2, 4, 6, generator=generator) for _ in range(2))
+    target_ids, mask = torch.randint(0, 6, (2, 4), generator=generator), torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    defaults = {f.name: f.default for f in dataclasses.fields(BellmanDistillConfig)
+                if f.name in ("top_p", "alpha", "gamma", "q_floor", "epsilon", "temperature", "expert_term")}
+    assert len(defaults) == 7
+    bare = bellman_terms(student, teacher, target_ids, mask)
+    explicit = bellman_terms(student, teacher, target_ids, mask, **defaults)
+    for name in bare[0]:
+        assert torch.equal(bare[0][name], explicit[0][name]), name
+    assert torch.equal(bare[1], explicit[1])
+    for name, other in (("top_p", 0.5), ("alpha", 0.5), ("gamma", 0.5), ("temperature", 2.0),
+                        ("expert_term", "code")):  # each setting reaches the terms, so the comparison above can fail
+        moved = bellman_terms(student, teacher, target_ids, mask, **{**defaults, name: other})
+        assert any(not torch.equal(moved[0][k], bare[0][k]) for k in bare[0]) or not torch.equal(moved[1], bare[1]), name
     with pytest.raises(ConfigError, match=r"^expert_term: 'x' is not allowed; allowed: textbook, code$"):
         bellman_terms(torch.zeros(1, 2, 3), torch.zeros(1, 2, 3), torch.zeros(1, 2, dtype=torch.long),
                       torch.ones(1, 2), expert_term="x")
