@@ -59,6 +59,18 @@ def test_gkd_coin_is_per_step_and_follows_the_fraction(tokenizer, family):
     assert gkd.on_policy(1999) == draws[-1]  # asking twice in a step gives the same answer
 
 
+
+def test_gkd_draws_its_coin_at_the_first_step_it_is_asked_about(tokenizer, family):
+    """A run resumed after step 0 first asks at step 1: that step draws its own coin from the run's
+    decision stream (nothing carried over from before the first step)."""
+    import random
+
+    gkd = make("gkd", {"student_data_fraction": 0.5}, tokenizer, family)
+    reference = random.Random()
+    reference.setstate(gkd.ctx.rng.getstate())
+    assert gkd.on_policy(1) == (reference.random() < 0.5)
+    assert gkd.ctx.rng.getstate() == reference.getstate()
+
 def test_seqkd_trains_on_cached_teacher_outputs(tokenizer, family, toy_data):
     seqkd = make("seqkd", {}, tokenizer, family)
     loader = StepLoader(toy_data, seqkd.ctx.student, batch_size=8, grad_accum=1, seed=0)

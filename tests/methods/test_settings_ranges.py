@@ -58,6 +58,10 @@ REFUSED = [
     ("amm", {"adversary_weight_decay": -0.1}, "adversary_weight_decay", "[0, inf)"),
     ("amm", {"adversary_rank": 0}, "adversary_rank", "[1, inf)"),
     ("xkd_div", {"student_data_fraction": 1.5}, "student_data_fraction", "[0, 1]"),  # GKD's settings, under X-KD
+    ("gkd", {"student_data_fraction": -0.1}, "student_data_fraction", "[0, 1]"),
+    ("pbkd_offline", {"preference_weight": -0.1}, "preference_weight", "[0, inf)"),
+    ("pbkd_offline", {"confidence_slack": -0.1}, "confidence_slack", "[0, inf)"),
+    ("mm_pbkd", {"confidence_slack": -0.1}, "confidence_slack", "[0, inf)"),
 ]
 
 
@@ -79,6 +83,7 @@ def test_an_out_of_range_setting_is_refused_naming_it(method, settings, field, i
     ("distillm", {"loss_tolerance": 0.0, "replay_buffer_size": 1}),
     ("bellman_distill", {"gamma": 0.0, "q_floor": -1e-9}), ("bellman_distill", {"gamma": 1.0}),
     ("pbkd_offline", {"reward_steps": 1}), ("amm", {"adversary_weight_decay": 0.0, "adversary_rank": 1}),
+    ("pbkd_offline", {"preference_weight": 0.0, "confidence_slack": 0.0}), ("gkd", {"student_data_fraction": 0.0}),
     ("xkd_div", {"discount": 0.0, "reward_likelihood_weight": 0.0, "kl_weight": 0.0}), ("xkd_div", {"discount": 1.0}),
 ])
 def test_the_closed_edges_are_accepted(method, settings):
@@ -266,3 +271,14 @@ def test_register_files_a_method_under_its_key(monkeypatch):
 
     assert register("plain_for_a_test")(Plain) is Plain
     assert Plain.key == "plain_for_a_test" and METHODS.get("plain_for_a_test") is Plain
+
+
+@pytest.mark.parametrize("method,settings,where,message", [
+    ("amm", {"cost_to_go": "x"}, "m", "m.cost_to_go: 'x' is not allowed; allowed: mean, sum"),
+    ("token_divergence", {"divergence": "x"}, "m", "m.divergence: unknown divergence 'x'; allowed: forward_kl, jsd, "
+                                                   "reverse_kl, skew_forward_kl, skew_reverse_kl, total_variation"),
+    ("sft", {"bogus": 1}, None, "settings: unknown key(s) 'bogus'; allowed: "),  # the default place named
+])
+def test_a_bad_choice_names_the_field_and_every_choice(method, settings, where, message):
+    with pytest.raises(ConfigError, match="^" + re.escape(message) + "$"):
+        method_config(method, settings) if where is None else method_config(method, settings, where)
