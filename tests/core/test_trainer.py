@@ -45,7 +45,9 @@ def assert_same_weights(a, b, exact=False):
 
 
 ACCUMULATION_CASES = [("sft", {}), ("supervised_kd", {}), ("gkd", {"student_data_fraction": 0.0}),
-                      ("token_divergence", {"divergence": "total_variation"})]
+                      ("token_divergence", {"divergence": "total_variation"}),
+                      # AMM normalises by the step's tokens of each part, counted over its micro-batches
+                      ("amm", {"adversary": "closed_form", "on_policy_weight": 0.0})]
 
 
 @pytest.mark.parametrize("method,settings", ACCUMULATION_CASES)

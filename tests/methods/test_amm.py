@@ -323,3 +323,31 @@ def test_which_sequences_amm_asks_the_teacher_about(settings, expected):
     names = {FIXED: "fixed", SAMPLED: "sampled"}
     got = METHODS.get("amm").teacher_sequences(method_config("amm", settings))
     assert {names[s] for s in got} == expected
+
+
+def test_a_teacher_built_in_memory_leaves_the_adversary_without_a_teacher_path(tokenizer, family):
+    """Only a teacher loaded from a directory is recorded (MM-PbKD's learned reward reloads it); a teacher
+    built in memory records none, not the working directory."""
+    impl = make(tokenizer, family, {"adversary": "learned"})
+    assert impl.ctx.teacher.model.name_or_path == "" and impl.adversary.teacher_path == ""
+
+
+def test_the_step_token_counts_add_up_over_the_micro_batches_of_a_step(tokenizer, family, toy_data):
+    """Each part's weight uses the whole step's token counts: after both micro-batches of a step, the
+    shared counts are the teacher outputs' and the samples' target tokens of both; a new step starts over."""
+    impl = make(tokenizer, family, {"adversary": "closed_form", "on_policy_weight": 0.5})
+    loader = StepLoader(toy_data, impl.ctx.student, batch_size=8, grad_accum=2, seed=0)
+    micro = loader.step_examples(0)
+    rollouts = [impl.sequences(examples, 0) for examples in micro]
+
+    def part(rollout, on):
+        rows = rollout.on_policy == on
+        return int(rollout.target_mask[rows].sum())
+
+    expected = {"off": sum(int(e.teacher_output.target_mask.sum()) for e in micro),
+                "on": sum(part(r, True) for r in rollouts)}
+    assert expected["off"] == sum(part(r, False) for r in rollouts)
+    assert {k: int(v) for k, v in rollouts[-1].step_tokens.items()} == expected
+    assert rollouts[0].step_tokens is rollouts[1].step_tokens  # the first micro-batch's loss sees the whole step
+    nxt = impl.sequences(loader.step_examples(1)[0], 1)
+    assert int(nxt.step_tokens["off"]) == int(loader.step_examples(1)[0].teacher_output.target_mask.sum())
