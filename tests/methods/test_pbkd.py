@@ -336,3 +336,12 @@ def test_a_gap_equal_to_the_slack_is_inside_the_confidence_set(capsys):
     assert at["gap"] == 0.5 and at["inside"] is True
     assert above["gap"] == 0.75 and above["inside"] is False
     assert capsys.readouterr().out.count("confidence set: ") == 2
+
+
+def test_the_kl_reference_is_a_frozen_copy_and_only_when_weighted(tokenizer, family):
+    """kl_weight > 0 keeps a frozen copy of the initial student as the KL reference; kl_weight 0 keeps none
+    (no second model in memory)."""
+    with_kl = make(tokenizer, family, "pbkd_offline", {"kl_weight": 0.5})
+    assert with_kl.reference is not None
+    assert not any(p.requires_grad for p in with_kl.reference.model.parameters())
+    assert make(tokenizer, family, "pbkd_offline", {"kl_weight": 0.0}).reference is None
