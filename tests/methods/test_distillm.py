@@ -47,6 +47,16 @@ def test_threshold_follows_the_rule_on_scripted_validation_losses():
     assert schedule.reference == 5.56
 
 
+def test_the_schedule_decides_ties_as_the_public_code_does():
+    """A validation loss exactly at reference + tolerance raises the threshold (the code's >=); a coin
+    exactly at the threshold is gold (u < threshold is student output)."""
+    schedule = AdaptiveSchedule(0.0, 0.25, 0.5)
+    schedule.observe(3.0)
+    schedule.observe(3.5)
+    assert schedule.threshold == 0.25
+    assert AdaptiveSchedule(0.5).source(0.5, 4, 10, buffer_full=False) == "gold"
+
+
 def test_threshold_is_capped_at_one():
     schedule = AdaptiveSchedule(initial=0.75, increment=0.1, tolerance=0.1)
     for loss in (1.0, 2.0, 3.0, 4.0, 5.0):

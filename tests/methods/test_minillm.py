@@ -284,3 +284,12 @@ def test_mixture_log_probabilities_at_a_sampling_temperature_by_hand(tokenizer, 
     mix = 0.2 * torch.softmax(teacher / 0.5, -1) + 0.8 * torch.softmax(student / 0.5, -1)
     expected = mix.gather(-1, ids[..., None]).squeeze(-1).log()
     torch.testing.assert_close(impl.mixture_logprobs(student, teacher, ids), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_code_advantages_of_a_single_token_and_of_equal_returns_are_zero():
+    """One valid token has no variance (the unbiased var of one value is NaN, so it is taken as 0), and
+    equal returns have variance 0: both give advantage 0, finite, through the 1e-8 of sqrt(var + 1e-8)."""
+    one = code_advantages(torch.tensor([[2.0, 5.0]]), torch.tensor([[1.0, 0.0]]), discount=1.0)
+    assert torch.equal(one, torch.zeros(1, 2))
+    flat = code_advantages(torch.tensor([[0.0, 2.0], [0.0, 2.0]]), torch.tensor([[0.0, 1.0], [0.0, 1.0]]), 1.0)
+    assert torch.equal(flat, torch.zeros(2, 2))  # the valid returns are 2 and 2: variance 0
