@@ -309,3 +309,21 @@ def test_the_functions_defaults_are_the_methods_and_a_bad_expert_term_is_named()
     with pytest.raises(ConfigError, match=r"^expert_term: 'x' is not allowed; allowed: textbook, code$"):
         bellman_terms(torch.zeros(1, 2, 3), torch.zeros(1, 2, 3), torch.zeros(1, 2, dtype=torch.long),
                       torch.ones(1, 2), expert_term="x")
+
+
+@pytest.mark.parametrize("form", ["textbook", "code"])
+def test_every_setting_reaches_the_methods_terms(tokenizer, family, toy_data, form):
+    """At settings away from every default, the method's terms are `bellman_terms` at those settings (the
+    function's own defaults could not hide a setting the method drops)."""
+    from xkdbench.methods.bellman_distill import bellman_terms
+
+    settings = {"top_p": 0.6, "alpha": 0.3, "gamma": 0.5, "q_floor": -0.5, "epsilon": 0.05, "temperature": 2.0,
+                "expert_term": form}
+    method = make("bellman_distill", settings, tokenizer, family)
+    batch = first_step(method, toy_data)
+    ours = method.loss(batch)
+    expected, _ = bellman_terms(method.ctx.student_logits(batch), method.ctx.teacher_logits(batch), batch.target_ids,
+                                batch.target_mask, **settings)
+    assert set(ours) == set(expected)
+    for name in ours:
+        torch.testing.assert_close(ours[name], expected[name], rtol=0, atol=0)
