@@ -29,9 +29,9 @@ Difficulty levels (``difficulty`` option, 0..3):
 
 Between two levels: the option ``longer_share`` (0..1, default 0; difficulty 0..2) makes that share of
 the problems one step longer than the level's, at the level's numbers. At level 1 with 0.5, half the
-problems take 3 steps (answers ~67 tokens, up to ~85; questions up to ~53): a task whose short half a
-small student masters early while the long half keeps room to learn, where level 2 is too hard for the
-default teacher. With 0 no extra random draw is made, so the data are exactly the level's.
+problems take 3 steps (answers ~67 tokens, up to ~85; questions up to ~53). With 0 no extra random draw
+is made, so the data are exactly the level's. (Measured at level 1 with 0.5, README "Calibration": the
+default teacher, trained 2500 steps, scores 0.96 on the 2-step half and 0.68 on the 3-step half.)
 
 Oracle
 ------
@@ -473,9 +473,9 @@ class ReasoningTask(Task):
         if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share <= 1.0:
             raise ValueError(f"longer_share must be a number in [0, 1] (the share of problems one step longer "
                              f"than the level's), got {share!r}")
-        if share and max(LEVELS[difficulty]["steps"]) + 1 > max(LEVELS[len(LEVELS) - 1]["steps"]):
+        if share and difficulty == max(LEVELS):  # the families write at most the top level's steps
             raise ValueError(f"longer_share must be 0 at difficulty {difficulty}: its problems already take the "
-                             f"most steps the generator writes; allowed at difficulty 0..{len(LEVELS) - 2}")
+                             f"most steps the generator writes; allowed at difficulty 0..{max(LEVELS) - 1}")
         return {"longer_share": float(share)}
 
     def _generator(self):
