@@ -210,7 +210,8 @@ def test_a_fixed_only_run_asking_about_a_sample_fails_loudly(tmp_path, tokenizer
     ("gkd", {"student_data_fraction": 0.0}, {FIXED}), ("gkd", {"student_data_fraction": 0.5}, {FIXED, SAMPLED}),
     ("gkd", {"student_data_fraction": 1.0}, {SAMPLED}), ("xkd_div", {"student_data_fraction": 0.0}, {FIXED}),
     ("distillm", {}, {FIXED, SAMPLED}), ("distillm", {"threshold_increment": 0.0}, {FIXED}),
-    ("distillm", {"initial_threshold": 1.0}, {SAMPLED}), ("minillm", {}, {SAMPLED}),
+    ("distillm", {"initial_threshold": 1.0}, {SAMPLED}),
+    ("distillm", {"initial_threshold": 0.5, "threshold_increment": 0.0}, {FIXED, SAMPLED}), ("minillm", {}, {SAMPLED}),
 ])
 def test_each_method_declares_the_sequences_it_asks_the_teacher_about(method, settings, expected):
     assert METHODS.get(method).teacher_sequences(method_config(method, settings)) == expected

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from tests.conftest import tiny_model
 from xkdbench.config import ConfigError, SamplingConfig, TrainingConfig
@@ -108,6 +109,37 @@ def test_student_gradient_equals_the_exact_gradient_on_a_toy_mdp(estimate):
     torch.testing.assert_close(grad, expected)
 
 
+@pytest.mark.parametrize("form", ["sum", "mean"])
+def test_the_reinforce_gradient_per_sample_by_hand(form):
+    """Per sampled row, d pg / d logits_t = (G_t - b_t) (onehot(y_t) - q_t): G_t the sum (or mean) of the
+    row's gaps after t, b_t the mean of G_t over the rows valid at t, written out with loops."""
+    g = torch.Generator().manual_seed(2)
+    rows, length, vocab = 3, 4, 5
+    logits = torch.randn(rows, length, vocab, generator=g).requires_grad_(True)
+    p = torch.softmax(torch.randn(rows, length, vocab, generator=g), dim=-1)
+    f = 2 * torch.rand(rows, length, vocab, generator=g) - 1
+    ids = torch.randint(0, vocab, (rows, length), generator=g)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 0, 0]])
+    per_state, pg = student_terms(logits, p, f, ids, mask, torch.ones(rows, dtype=torch.bool), "sampled", form)
+    gap = per_state.detach()
+    valid = mask.tolist()
+    future = [[0.0] * length for _ in range(rows)]
+    for r in range(rows):
+        for t in range(length):
+            after = [float(gap[r, u]) for u in range(t + 1, length) if valid[r][u]]
+            if valid[r][t] and after:
+                future[r][t] = sum(after) / (len(after) if form == "mean" else 1)
+    (grad,) = torch.autograd.grad(pg.sum(), logits)
+    q = torch.softmax(logits.detach(), dim=-1)
+    for r in range(rows):
+        for t in range(length):
+            at_t = [future[k][t] for k in range(rows) if valid[k][t]]
+            advantage = future[r][t] - sum(at_t) / len(at_t) if valid[r][t] else 0.0
+            expected = advantage * (F.one_hot(ids[r, t], vocab).float() - q[r, t])
+            torch.testing.assert_close(grad[r, t], expected, atol=1e-6, rtol=1e-5)
+    assert grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize("settings,field", [({"on_policy_weight": 1.5}, "on_policy_weight"),
                                             ({"adversary": "mlp"}, "adversary"),
                                             ({"adversary_steps": 0}, "adversary_steps"),
@@ -158,11 +190,15 @@ def test_adversary_starts_at_zero_and_its_step_raises_the_distance(tokenizer, fa
 
 
 @pytest.mark.parametrize("estimate", ["sampled", "exact"])
-def test_the_adversarys_steps_ascend_the_weighted_token_means_by_hand(tokenizer, family, toy_data, estimate):
+@pytest.mark.parametrize("one_token_each", [False, True])
+def test_the_adversarys_steps_ascend_the_weighted_token_means_by_hand(tokenizer, family, toy_data, estimate,
+                                                                      one_token_each):
     """K = 2 AdamW ascent steps (its own learning rate and weight decay) on beta * mean over on-policy tokens
     + (1 - beta) * mean over off-policy tokens of the moment gap, written out here with `moment_gaps`
-    (checked against its formulas above): the adversary ends where this hand-written ascent ends."""
+    (checked against its formulas above): the adversary ends where this hand-written ascent ends. Also
+    when each side has a single valid token (each mean is that token's gap)."""
     import copy
+    import dataclasses
 
     settings = {"adversary_steps": 2, "adversary_lr": 0.05, "adversary_weight_decay": 0.2,
                 "on_policy_weight": 0.3, "moment_estimate": estimate}
@@ -170,6 +206,10 @@ def test_the_adversarys_steps_ascend_the_weighted_token_means_by_hand(tokenizer,
     examples = StepLoader(toy_data, impl.ctx.student, batch_size=8, grad_accum=1, seed=0).step_examples(0)[0]
     rollout = impl.rollout(examples)
     assert 0 < int(rollout.on_policy.sum()) < len(rollout.on_policy)
+    if one_token_each:
+        single = torch.zeros_like(rollout.target_mask)
+        single[int(rollout.on_policy.nonzero()[0]), 0] = single[int((~rollout.on_policy).nonzero()[0]), 0] = 1
+        rollout = dataclasses.replace(rollout, target_mask=single)
     reference = copy.deepcopy(impl.adversary)
     optimizer = torch.optim.AdamW(reference.parameters(), lr=0.05, weight_decay=0.2)
     with torch.no_grad():

@@ -327,3 +327,24 @@ def test_every_setting_reaches_the_methods_terms(tokenizer, family, toy_data, fo
     assert set(ours) == set(expected)
     for name in ours:
         torch.testing.assert_close(ours[name], expected[name], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("form", ["textbook", "code"])
+@pytest.mark.parametrize("tokens", [1, 9])
+def test_the_loss_is_the_terms_mean_at_every_setting(form, tokens):
+    """`bellman_distill_loss` passes every setting on and divides the terms' sum by their token count N,
+    also when N is 1 (one valid token: N counts it in both forms)."""
+    from xkdbench.methods.bellman_distill import bellman_terms
+
+    student, teacher, ids, _ = fixed_inputs(seed=4)
+    mask = torch.zeros(B, T, dtype=torch.float64)
+    mask.view(-1)[:tokens] = 1  # row-major: the first `tokens` positions of row 0, then row 1
+    settings = {"top_p": 0.6, "alpha": 0.3, "gamma": 0.5, "q_floor": -0.5, "epsilon": 0.05, "temperature": 2.0,
+                "expert_term": form}
+    terms, count = bellman_terms(student, teacher, ids, mask, **settings)
+    n = mask.sum() if form == "textbook" else mask[:, :-1].sum()
+    assert float(count) == float(n) and (tokens > 1 or float(n) == 1.0)
+    loss = bellman_distill_loss(student, teacher, ids, mask, **settings)
+    torch.testing.assert_close(loss, sum(t.sum() for t in terms.values()) / n, rtol=1e-12, atol=0)
+    bare_floor = bellman_distill_loss(student, teacher, ids, mask, **{**settings, "q_floor": -10.0})
+    assert not torch.equal(loss, bare_floor)  # the floor binds at these logits, so dropping it shows

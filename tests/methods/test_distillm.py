@@ -57,6 +57,13 @@ def test_the_schedule_decides_ties_as_the_public_code_does():
     assert AdaptiveSchedule(0.5).source(0.5, 4, 10, buffer_full=False) == "gold"
 
 
+def test_the_schedules_defaults_are_the_public_codes():
+    """DistiLLM's code starts the threshold at 0 and raises it by 0.1 when the validation loss worsens by
+    loss_eps 0.1; the method's settings default to the same."""
+    schedule = AdaptiveSchedule()
+    assert (schedule.threshold, schedule.increment, schedule.tolerance, schedule.reference) == (0.0, 0.1, 0.1, None)
+
+
 def test_threshold_is_capped_at_one():
     schedule = AdaptiveSchedule(initial=0.75, increment=0.1, tolerance=0.1)
     for loss in (1.0, 2.0, 3.0, 4.0, 5.0):

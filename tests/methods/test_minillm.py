@@ -188,6 +188,26 @@ def test_loss_terms_at_the_first_step_of_a_rollout(tokenizer, family, toy_data, 
     assert all(torch.isfinite(t[mask]).all() for t in terms.values())
 
 
+@pytest.mark.parametrize("form", ["paper", "code"])
+def test_policy_term_away_from_the_rollouts_policy(tokenizer, family, toy_data, form):
+    """rho != 1 (a later PPO epoch): paper clips rho and weights by w; the code clips w * rho."""
+    impl = make(tokenizer, family, return_form=form)
+    batch = impl.sequences(examples(impl, toy_data)[0], 0)
+    g = torch.Generator().manual_seed(1)
+    batch.old_logprobs = batch.old_logprobs + 0.3 * torch.randn(batch.old_logprobs.shape, generator=g)
+    with torch.no_grad():
+        pg = impl.loss(batch)["pg"]
+        logq_y = F.log_softmax(impl.ctx.student.target_logits(batch), -1)
+    rho = (logq_y.gather(-1, batch.target_ids[..., None]).squeeze(-1) - batch.old_logprobs).exp()
+    mask, w, adv, eps = batch.target_mask.bool(), batch.weights, batch.advantages, impl.config.clip_range
+    assert ((rho[mask] - 1).abs() > 0.05).any()
+    if form == "paper":
+        expected = w * torch.max(-adv * rho, -adv * rho.clamp(1 - eps, 1 + eps))
+    else:
+        expected = torch.max(-adv * w * rho, -adv * (w * rho).clamp(1 - eps, 1 + eps))
+    torch.testing.assert_close(pg[mask], expected[mask])
+
+
 def test_a_rollout_serves_ppo_epochs_steps_per_micro_batch(tokenizer, family, toy_data):
     impl = make(tokenizer, family, ppo_epochs=2)
     seen, generated = [], []
@@ -273,15 +293,17 @@ def test_incremental_decoders_give_the_full_forwards_logits(tokenizer, family, t
 
 
 @pytest.mark.parametrize("family", ["llama"])
-def test_mixture_log_probabilities_at_a_sampling_temperature_by_hand(tokenizer, family):
-    """log(w softmax(p / tau) + (1 - w) softmax(q / tau)) at the drawn tokens, tau = 0.5, written out."""
+@pytest.mark.parametrize("weight", [0.2, 0.0, 1.0])
+def test_mixture_log_probabilities_at_a_sampling_temperature_by_hand(tokenizer, family, weight):
+    """log(w softmax(p / tau) + (1 - w) softmax(q / tau)) at the drawn tokens, tau = 0.5, written out; at
+    w = 1 the teacher's own log-probabilities, at w = 0 the student's."""
     ctx = TrainContext(tiny_model(tokenizer, family, seed=1), tiny_model(tokenizer, family, seed=2, width=48),
                        SamplingConfig(sampling_temperature=0.5), max_new_tokens=8, device=CPU, use_bf16=False, seed=0)
-    impl = METHODS.get("minillm")(method_config("minillm", {"teacher_mix_weight": 0.2}), ctx)
+    impl = METHODS.get("minillm")(method_config("minillm", {"teacher_mix_weight": weight}), ctx)
     g = torch.Generator().manual_seed(0)
     student, teacher = torch.randn(2, 3, 7, generator=g), torch.randn(2, 3, 7, generator=g) * 3
     ids = torch.randint(0, 7, (2, 3), generator=g)
-    mix = 0.2 * torch.softmax(teacher / 0.5, -1) + 0.8 * torch.softmax(student / 0.5, -1)
+    mix = weight * torch.softmax(teacher / 0.5, -1) + (1 - weight) * torch.softmax(student / 0.5, -1)
     expected = mix.gather(-1, ids[..., None]).squeeze(-1).log()
     torch.testing.assert_close(impl.mixture_logprobs(student, teacher, ids), expected, rtol=1e-5, atol=1e-6)
 

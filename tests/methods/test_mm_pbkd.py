@@ -109,6 +109,23 @@ def test_confidence_record_against_an_independent_fit(tokenizer, family, toy_dat
     assert record["ml_loglik"] > (math.log(0.5) if start == "initial" else record["loglik"])
 
 
+@pytest.mark.parametrize("fit_steps,records", [(0, 0), (3, 1)])
+def test_micro_batches_draw_their_own_pairs_and_the_round_is_recorded_once(tokenizer, toy_data, fit_steps, records):
+    """Two micro-batches in a round's last step: each draws its pairs under its own stream, and the
+    confidence set is fitted and recorded once (at the first), never with ml_fit_steps 0."""
+    impl = make(tokenizer, "llama", {"rounds": 2, "ml_fit_steps": fit_steps, "pair_batch_size": 2}, total_steps=2)
+    assert impl.rounds.ends == [0, 1]
+    streams = []
+    original = impl.rounds.minibatch
+    impl.rounds.minibatch = lambda ctx, size, stream: (streams.append(stream), original(ctx, size, stream))[1]
+    loader = StepLoader(toy_data, impl.ctx.student, batch_size=4, grad_accum=2, seed=0)
+    for micro in loader.step_examples(0):
+        impl.sequences(micro, 0)
+    assert streams == ["preference_pairs/0/0", "preference_pairs/0/1"]
+    assert len(impl.rounds.records) == records
+    assert all(r["round"] == 0 and r["step"] == 1 for r in impl.rounds.records)
+
+
 # -- through the core --------------------------------------------------------------------------------
 def run(tokenizer, family, data, out, method, settings, *, teacher, steps=4, stop_after=None):
     student = tiny_model(tokenizer, family, seed=1)

@@ -296,7 +296,36 @@ def test_pair_minibatch_takes_every_pair_in_order_when_there_are_exactly_enough(
     drawn = impl.rounds.minibatch(impl.ctx, 7, "preference_pairs/0/0")
     with impl.ctx.random_stream("preference_pairs/0/0"):
         chosen = torch.randperm(8)[:7].tolist()
-    assert torch.equal(drawn[1].target_ids, impl.rounds.batches(impl.ctx, chosen)[1].target_ids)
+    pairs = [impl.rounds.pairs[i] for i in chosen]  # by hand: (prompt, preferred, rejected) rows
+    for batch, column in zip(drawn, (1, 2), strict=True):
+        expected = impl.ctx.student.collate([p[0] for p in pairs], [p[column] for p in pairs])
+        assert torch.equal(batch.prompt_ids, expected.prompt_ids) and torch.equal(batch.target_ids, expected.target_ids)
+
+
+@pytest.mark.parametrize("weight,draws", [(1.0, ["stream/7"]), (0.0, [])])
+def test_a_reward_update_draws_pairs_under_its_stream_and_only_when_weighted(tokenizer, toy_data, weight, draws):
+    impl = make(tokenizer, "llama", "pbkd_offline", {"ml_fit_steps": 0, "preference_weight": weight,
+                                                      "pair_batch_size": 3})
+    examples = first_examples(impl, toy_data)
+    samples = impl.ctx.sample_student(examples.teacher_output, num_samples=2)
+    impl.rounds.add(examples.teacher_output, samples)
+    streams = []
+    original = impl.rounds.minibatch
+    impl.rounds.minibatch = lambda ctx, size, stream: (streams.append(stream), original(ctx, size, stream))[1]
+    impl.update_reward(examples.teacher_output, samples, "stream/7")
+    assert streams == draws
+
+
+@pytest.mark.parametrize("fit_steps,records", [(0, 0), (1, 1)])
+def test_the_confidence_set_is_recorded_at_a_rounds_end_when_fitted(tokenizer, toy_data, fit_steps, records):
+    """Rounds of 4 steps over 2: round 0 ends at step 1, where a fit of ml_fit_steps > 0 records it."""
+    impl = make(tokenizer, "llama", "pbkd_online", {"ml_fit_steps": fit_steps, "rounds": 2})
+    assert impl.rounds.ends == [1, 3]
+    impl.sequences(first_examples(impl, toy_data, 0), 0)
+    assert impl.rounds.records == []
+    impl.sequences(first_examples(impl, toy_data, 1), 1)
+    assert len(impl.rounds.records) == records
+    assert all(r["round"] == 0 and r["step"] == 2 for r in impl.rounds.records)
 
 
 def test_each_reward_update_draws_its_pairs_from_its_own_named_stream(tokenizer, toy_data):

@@ -108,6 +108,7 @@ def test_q_maps_follow_their_definitions():
     torch.testing.assert_close(q_values(logits, target_ids, "logprob"), taken - logits.logsumexp(-1))
     torch.testing.assert_close(q_values(logits, target_ids, "ava", 0.3), 0.3 * taken - (0.3 * logits).logsumexp(-1))
     torch.testing.assert_close(q_values(logits, target_ids, "ava", 1.0), q_values(logits, target_ids, "logprob"))
+    torch.testing.assert_close(q_values(logits, target_ids, "ava"), q_values(logits, target_ids, "logprob"))  # alpha 1
     assert (q_values(logits, target_ids, "ava", 0.3) <= 0).all()  # bounded above, unlike the logit
 
 
@@ -305,3 +306,83 @@ def test_a_stream_offset_changes_the_samples_only(tmp_path, tokenizer, family, t
     assert all(torch.equal(v, runs["a_again"][0][k]) for k, v in runs["a"][0].items())
     assert runs["a"][1][0]["tokens"] != runs["control"][1][0]["tokens"] or \
         any(not torch.equal(v, runs["control"][0][k]) for k, v in runs["a"][0].items())
+
+
+def test_the_shared_forward_serves_only_its_own_batch(tokenizer, family, toy_data):
+    """Inside X-KD's loss the base method must reuse X-KD's forward: any other request is a bug."""
+    from xkdbench.methods.xkd import _SharedForward
+
+    impl = make("xkd_div", {"student_data_fraction": 0.0}, tokenizer, family)
+    (first, *_), _ = step_batches(impl, toy_data, batch_size=4, grad_accum=2)
+    other, _ = step_batches(impl, toy_data, batch_size=4, grad_accum=2, step=1)
+    logits = impl.ctx.student.target_logits(first)
+    shared = _SharedForward(impl.ctx, first, logits)
+    assert shared.student_logits(first) is logits
+    with pytest.raises(AssertionError, match=r"^the base loss asked for another forward$"):
+        shared.student_logits(other[0])
+    with pytest.raises(AssertionError, match=r"^the base loss asked for another forward$"):
+        shared.student_logits(first, with_hidden=True)
+
+
+def test_regulariser_on_same_runs_on_the_sampled_sequences(tokenizer, family, toy_data):
+    """regulariser_on same, on-policy: R_t is the regulariser of the student's own samples, position by
+    position, not the gold outputs' (that is regulariser_on gold)."""
+    impl = make("xkd_div", {"student_data_fraction": 1.0, "reward_likelihood_weight": 1.0}, tokenizer, family)
+    torch.manual_seed(0)
+    (batch,), (examples,) = step_batches(impl, toy_data)
+    assert batch.target_ids.shape != examples.gold.target_ids.shape or \
+        not torch.equal(batch.target_ids, examples.gold.target_ids)
+    with torch.no_grad():
+        logits, hidden = impl.ctx.student.target_logits(batch, with_hidden=True)
+        mu, log_sigma = impl.reward_head(hidden)
+        expected = avril_regulariser(logits, batch.target_ids, mu, log_sigma, batch.target_mask, impl.config)
+        got = impl.loss(batch)["avril"]
+    mask = batch.target_mask.bool()
+    torch.testing.assert_close(got[mask], expected[mask])
+
+
+def test_gold_regulariser_on_the_fixed_data_takes_one_forward(tokenizer, family, toy_data):
+    """When the divergence already runs on the gold outputs, R reuses that forward (no second one)."""
+    impl = make("xkd_div", {"student_data_fraction": 0.0, "regulariser_on": "gold", "reward_likelihood_weight": 1.0},
+                tokenizer, family)
+    (batch,), (examples,) = step_batches(impl, toy_data)
+    assert torch.equal(batch.target_ids, examples.gold.target_ids)
+    calls = []
+    forward = impl.ctx.student.target_logits
+    impl.ctx.student.target_logits = lambda b, **kw: calls.append(b) or forward(b, **kw)
+    impl.loss(batch)
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("step", [1, 3])
+def test_gold_regulariser_counts_from_a_resumed_runs_first_step(tokenizer, family, toy_data, step):
+    """A resumed run's first step is not step 0: its shared token counts still start fresh."""
+    settings = {"divergence": "forward_kl", "student_data_fraction": 0.0, "seq_kd": True, "regulariser_on": "gold",
+                "reward_likelihood_weight": 1.0}
+    impl = make("xkd_div", settings, tokenizer, family)
+    micro, examples = step_batches(impl, toy_data, 4, 2, step=step)
+    assert micro[0].step_tokens["div"] == sum(b.target_mask.sum() for b in micro)
+    assert micro[0].step_tokens["gold"] == sum(e.gold.target_mask.sum() for e in examples)
+
+
+def test_gold_regulariser_over_a_one_token_divergence_batch(tokenizer, family):
+    """The divergence runs on one token (an empty teacher output), R on a longer gold output: that one
+    token carries R's whole gold-token mean."""
+    from xkdbench.core.data import TrainData
+
+    impl = make("xkd_div", {"divergence": "forward_kl", "student_data_fraction": 0.0, "seq_kd": True,
+                            "regulariser_on": "gold", "reward_likelihood_weight": 1.0, "kl_weight": 0.5},
+                tokenizer, family)
+    data = TrainData.from_texts(impl.ctx.student, ["a b c"], ["b c a b"], max_prompt_tokens=24,
+                                max_target_tokens=12, teacher_outputs=[""])
+    (batch,), (examples,) = step_batches(impl, data, batch_size=1)
+    n_gold = int(examples.gold.target_mask.sum())
+    assert int(batch.target_mask.sum()) == 1 and n_gold > 2
+    with torch.no_grad():
+        logits, hidden = impl.ctx.student.target_logits(examples.gold, with_hidden=True)
+        mu, log_sigma = impl.reward_head(hidden)
+        r = avril_regulariser(logits, examples.gold.target_ids, mu, log_sigma, examples.gold.target_mask,
+                              impl.config)
+        got = impl.loss(batch)["avril"]
+    assert float(r.sum()) != 0
+    torch.testing.assert_close(got[batch.target_mask.bool()].sum(), r.sum() / n_gold)

@@ -229,7 +229,7 @@ class AMM(Method):
             self._step, self._micro, self._tokens = step, 0, {"off": 0, "on": 0}
         micro, self._micro = self._micro, self._micro + 1
         rollout = self.rollout(examples)
-        self.collect(examples, rollout, step, micro)
+        self.collect(examples, rollout, step)
         if self.adversary is not None:
             self.update_adversary(rollout, self.preference_objective(step, micro))
         self.after_update(step, micro)
@@ -255,7 +255,7 @@ class AMM(Method):
                              on_policy=on_policy, teacher_logits=logits, teacher_hidden=hidden, step_tokens=self._tokens)
 
     # hooks MM-PbKD fills in: pairs from the rollout, a preference term for the adversary, a record
-    def collect(self, examples, rollout: MomentRollout, step: int, micro: int) -> None:
+    def collect(self, examples, rollout: MomentRollout, step: int) -> None:
         pass
 
     def preference_objective(self, step: int, micro: int):

@@ -110,7 +110,7 @@ class MMPbKD(AMM):
         self.rounds = PreferenceRounds(config.rounds, ctx.total_steps) if config.preference_weight > 0 else None
         self._initial = {name: p.detach().clone() for name, p in self.adversary.named_parameters()}
 
-    def collect(self, examples, rollout, step, micro):
+    def collect(self, examples, rollout, step):
         if self.rounds is not None and self.rounds.starts_round(step):
             on = rollout.on_policy
             samples = Batch(*(t[on] for t in (rollout.prompt_ids, rollout.prompt_mask, rollout.target_ids,
