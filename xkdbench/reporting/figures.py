@@ -6,6 +6,7 @@ the same colour per method (`method_colors`); the teacher and the initial studen
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -343,12 +344,13 @@ def claims_forest(table: pd.DataFrame, config: ExperimentConfig, out_dir: Path) 
             ax.tick_params(axis="y", labelsize="x-small", length=0, labelleft=col == 0)
             ax.grid(axis="x", alpha=0.3)
             unit = fmt.PER_EXAMPLE.get(task, "score") if measure == "greedy_score" else MEASURE_LABELS[measure]
-            ax.set_xlabel("A − B" + (" (below 0: A faster)" if measure == "time_to_target" else ""), fontsize="small")
-            ax.set_title(f"{task}\nby {unit}", fontsize="small")
+            ax.set_xlabel("A − B" + ("\n(< 0: A faster)" if measure == "time_to_target" else ""), fontsize="small")
+            # wrapped: a long unit ("answer correct (0/1)") would run into the next panel's title
+            ax.set_title("\n".join([task, *textwrap.wrap(f"by {unit}", 16)]), fontsize="small")
             _mark_empty(ax)
     handles = [matplotlib.lines.Line2D([], [], color=c, marker="o", linewidth=2.2, label=v)
                for v, c in {**VERDICT_COLORS, CONTROL_FAILED: "black"}.items()]
     fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize="small")
-    fig.suptitle("Claims of the source papers: effect A − B with its 95% interval over training runs and test "
-                 "inputs, coloured by verdict", fontsize="medium")
+    fig.suptitle("Claims of the source papers: effect A − B with its 95% interval\nover training runs and test "
+                 "inputs, coloured by verdict", fontsize="medium")  # two lines: one is wider than the figure
     return _save(fig, out_dir, "claims_forest")
