@@ -98,20 +98,20 @@ def main() -> None:
     task, seeds = args.task, args.seeds
     data = study / "data" / task
 
-    def differs(*keys: str, where: str = "task") -> bool:
-        """Whether --set changed any of these keys (of the task's section, or of the top level)."""
-        new, old = (config["tasks"][task], base["tasks"][task]) if where == "task" else (config, base)
-        return any(new.get(key) != old.get(key) for key in keys)
+    task_now, task_before = config["tasks"][task], base["tasks"][task]
+
+    def task_differs(*keys: str) -> bool:
+        return any(task_now.get(key) != task_before.get(key) for key in keys)
 
     # only what the data or the initialisation reads sends them to be redone (a cell's budget does not)
-    if differs("source", "options"):
+    if task_differs("source", "options"):
         data = out / "data"
         if not (data / "task.json").exists():
             run(xkdbench("prepare-data", "--config", str(config_path), "--task", task, "--out", str(data), threads=False),
                 out / "logs" / "prepare_data.log")
     tokenizer, teacher = study / "tokenizer" / task, study / "teacher" / task / "model"
-    own_init = data != study / "data" / task or differs("student_init", "max_prompt_tokens", "max_target_tokens") \
-        or differs("student_init", where="top") or config["models"]["student"] != base["models"]["student"]
+    own_init = data != study / "data" / task or task_differs("student_init", "max_prompt_tokens", "max_target_tokens") \
+        or config.get("student_init") != base.get("student_init") or config["models"]["student"] != base["models"]["student"]
 
     rows: dict[str, dict[str, list[float]]] = {}
     per_example: dict[str, dict[int, list[float]]] = {}  # model -> seed -> greedy oracle per input

@@ -110,10 +110,10 @@ def test_confidence_record_against_an_independent_fit(tokenizer, family, toy_dat
 
 
 @pytest.mark.parametrize("fit_steps,records", [(0, 0), (3, 1)])
-def test_micro_batches_draw_their_own_pairs_and_the_round_is_recorded_once(tokenizer, toy_data, fit_steps, records):
+def test_micro_batches_draw_their_own_pairs_and_the_round_is_recorded_once(tokenizer, family, toy_data, fit_steps, records):
     """Two micro-batches in a round's last step: each draws its pairs under its own stream, and the
     confidence set is fitted and recorded once (at the first), never with ml_fit_steps 0."""
-    impl = make(tokenizer, "llama", {"rounds": 2, "ml_fit_steps": fit_steps, "pair_batch_size": 2}, total_steps=2)
+    impl = make(tokenizer, family, {"rounds": 2, "ml_fit_steps": fit_steps, "pair_batch_size": 2}, total_steps=2)
     assert impl.rounds.ends == [0, 1]
     streams = []
     original = impl.rounds.minibatch

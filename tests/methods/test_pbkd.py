@@ -303,8 +303,8 @@ def test_pair_minibatch_takes_every_pair_in_order_when_there_are_exactly_enough(
 
 
 @pytest.mark.parametrize("weight,draws", [(1.0, ["stream/7"]), (0.0, [])])
-def test_a_reward_update_draws_pairs_under_its_stream_and_only_when_weighted(tokenizer, toy_data, weight, draws):
-    impl = make(tokenizer, "llama", "pbkd_offline", {"ml_fit_steps": 0, "preference_weight": weight,
+def test_a_reward_update_draws_pairs_under_its_stream_and_only_when_weighted(tokenizer, family, toy_data, weight, draws):
+    impl = make(tokenizer, family, "pbkd_offline", {"ml_fit_steps": 0, "preference_weight": weight,
                                                       "pair_batch_size": 3})
     examples = first_examples(impl, toy_data)
     samples = impl.ctx.sample_student(examples.teacher_output, num_samples=2)
@@ -317,9 +317,9 @@ def test_a_reward_update_draws_pairs_under_its_stream_and_only_when_weighted(tok
 
 
 @pytest.mark.parametrize("fit_steps,records", [(0, 0), (1, 1)])
-def test_the_confidence_set_is_recorded_at_a_rounds_end_when_fitted(tokenizer, toy_data, fit_steps, records):
+def test_the_confidence_set_is_recorded_at_a_rounds_end_when_fitted(tokenizer, family, toy_data, fit_steps, records):
     """Rounds of 4 steps over 2: round 0 ends at step 1, where a fit of ml_fit_steps > 0 records it."""
-    impl = make(tokenizer, "llama", "pbkd_online", {"ml_fit_steps": fit_steps, "rounds": 2})
+    impl = make(tokenizer, family, "pbkd_online", {"ml_fit_steps": fit_steps, "rounds": 2})
     assert impl.rounds.ends == [1, 3]
     impl.sequences(first_examples(impl, toy_data, 0), 0)
     assert impl.rounds.records == []
