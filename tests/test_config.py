@@ -149,3 +149,38 @@ def test_the_paper_study_has_every_method_and_claim_of_the_default_study():
             continue
         assert (claim.text, claim.a, claim.b, claim.measure, claim.control) in paper_claims, (
             f"claim {claim.text!r} ({claim.a} vs {claim.b}, {claim.measure}) is missing from paper.yaml")
+
+
+def test_a_task_with_its_own_seeds_has_cells_only_for_them():
+    cfg = from_dict(ExperimentConfig, experiment(
+        tasks={"reasoning": {"seeds": [0, 1, 2, 3, 4]}, "translation": {}}, seeds=[0, 1, 2]))
+    assert cfg.task_seeds("reasoning") == [0, 1, 2, 3, 4] and cfg.task_seeds("translation") == [0, 1, 2]
+    assert [s for t, _, _, s in cfg.cells() if t == "reasoning"] == [0, 1, 2, 3, 4]
+    assert [s for t, _, _, s in cfg.cells() if t == "translation"] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("seeds,message", [
+    ([], "an empty list runs no cell; allowed: one or more distinct integers >= 0"),
+    ([0, 1, 0], "seed 0 is listed twice; allowed: distinct integers >= 0"),
+    ([0, -1], "[1]: -1 is out of range; allowed: [0, inf)"),
+])
+@pytest.mark.parametrize("where", ["study", "task"])
+def test_bad_seed_lists_are_named(seeds, message, where):
+    data = (experiment(seeds=seeds) if where == "study"
+            else experiment(tasks={"reasoning": {"seeds": seeds}}))
+    with pytest.raises(ConfigError) as error:
+        from_dict(ExperimentConfig, data)
+    prefix = "config.seeds" if where == "study" else "config.tasks.reasoning.seeds"
+    assert f"{prefix}{message if message.startswith('[') else ': ' + message}" in str(error.value)
+
+
+def test_a_task_without_its_own_seeds_keeps_the_report_fingerprint():
+    """Tasks' `seeds` left out must not rerun a finished study's report; set, it reruns only the report."""
+    from xkdbench.fingerprints import fingerprints
+
+    plain = fingerprints(from_dict(ExperimentConfig, experiment(seeds=[0, 1])))
+    same = fingerprints(from_dict(ExperimentConfig, experiment(seeds=[0, 1], tasks={"reasoning": {"seeds": None}})))
+    own = fingerprints(from_dict(ExperimentConfig, experiment(seeds=[0, 1], tasks={"reasoning": {"seeds": [0, 1, 2]}})))
+    assert plain == same
+    assert own["report"] != plain["report"] and {k: v for k, v in own.items() if k != "report"} == {
+        k: v for k, v in plain.items() if k != "report"}

@@ -45,6 +45,9 @@ def cmd_check(args) -> None:
     cfg = load_config(args.config)
     limited = sum(m.limited for m in cfg.methods)
     note = f" ({limited} of the variants limited to some tasks or fractions)" if limited else ""
+    own_seeds = sum(task.seeds is not None for task in cfg.tasks.values())
+    if own_seeds:
+        note += f" ({own_seeds} of the tasks with their own seeds)"
     print(f"{args.config}: valid; {len(cfg.tasks)} tasks x {len(cfg.methods)} methods x "
           f"{len(cfg.fractions)} fractions x {len(cfg.seeds)} seeds{note}: {len(plan['cells'])} cells")
 

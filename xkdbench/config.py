@@ -162,6 +162,8 @@ class TaskConfig:
     Any training section given here replaces fields of the experiment-wide one for this task only.
     `fractions` runs the task at only some of the study's data fractions (default: all of them), so an
     expensive task can carry the main comparison while a cheaper one carries the data-efficiency curves.
+    `seeds` gives the task its own training seeds (default: the study's), so a task whose claims the
+    seed-to-seed spread decides can get more runs without paying for them on every task.
     """
 
     source: str = "embedded"
@@ -172,14 +174,29 @@ class TaskConfig:
     student_init: dict[str, Any] = field(default_factory=dict)
     distill: dict[str, Any] = field(default_factory=dict)
     fractions: list[float] | None = None  # None: every fraction of the study
+    seeds: list[int] | None = None  # None: the study's seeds
 
     def validate(self, where: str) -> None:
         check_choice(f"{where}.source", self.source, ("embedded", "hf"))
         if self.fractions is not None and not self.fractions:
             raise ConfigError(f"{where}.fractions: an empty list runs the task at no fraction; omit the key to run "
                               "it at every fraction of the study")
+        if self.seeds is not None:
+            check_seeds(f"{where}.seeds", self.seeds)
         check_range(f"{where}.max_prompt_tokens", self.max_prompt_tokens, 2)
         check_range(f"{where}.max_target_tokens", self.max_target_tokens, 2)
+
+
+def check_seeds(where: str, seeds: list[int]) -> None:
+    """A seed list runs every cell once per seed: it must name at least one, each once."""
+    if not seeds:
+        raise ConfigError(f"{where}: an empty list runs no cell; allowed: one or more distinct integers >= 0")
+    for i, seed in enumerate(seeds):
+        check_range(f"{where}[{i}]", seed, 0)
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise ConfigError(f"{where}: seed {repeated[0]} is listed twice; allowed: distinct integers >= 0 "
+                          "(a repeated seed would rerun the same cells)")
 
 
 @dataclass
@@ -330,6 +347,7 @@ class ExperimentConfig:
         self._validate_resources(f"{where}.resources")
         for i, f in enumerate(self.fractions):
             check_range(f"{where}.fractions[{i}]", f, 0, 1, low_open=True)
+        check_seeds(f"{where}.seeds", self.seeds)
         for name, task in self.tasks.items():
             for f in task.fractions or []:
                 check_choice(f"{where}.tasks.{name}.fractions", f, [float(x) for x in self.fractions])
@@ -376,7 +394,12 @@ class ExperimentConfig:
     def cells(self) -> list[tuple[str, str, float, int]]:
         """Every (task, method variant, fraction, seed) of the study, in config order."""
         return [(task, m.name, float(f), s) for task in self.tasks for m in self.methods
-                for f in self.task_fractions(task) if m.runs_on(task, f) for s in self.seeds]
+                for f in self.task_fractions(task) if m.runs_on(task, f) for s in self.task_seeds(task)]
+
+    def task_seeds(self, task: str) -> list[int]:
+        """The training seeds of `task`: its own `seeds`, else the study's."""
+        own = self.tasks[task].seeds
+        return [int(s) for s in (self.seeds if own is None else own)]
 
     def task_fractions(self, task: str) -> list[float]:
         """The data fractions `task` runs at: its own `fractions`, else the study's."""

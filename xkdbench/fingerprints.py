@@ -79,5 +79,8 @@ def fingerprints(cfg: ExperimentConfig) -> dict:
     for entry in study["methods"]:  # an in-house entry names no rule: its hash stays what it was before rules
         if entry.get("rule") is None:
             entry.pop("rule", None)
+    for task in study["tasks"].values():  # likewise a task without its own seeds
+        if task.get("seeds") is None:
+            task.pop("seeds", None)
     out["report"] = fingerprint(study)  # the report reads the whole study
     return out

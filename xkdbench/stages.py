@@ -194,7 +194,8 @@ def check(config) -> dict:
                             "learns_reward": cls.learned_reward.__func__ is not Method.learned_reward.__func__,
                             "teacher_cache": variant_uses_cache(cfg, entry)}
     grid = [{"task": t, "method": m, "fraction": f"{f:g}", "seed": s} for t, m, f, s in cfg.cells()]
-    return {"cells": grid, "methods": plan, "teacher_cache": cache_plan(cfg), "fingerprints": fingerprints(cfg)}
+    return {"cells": grid, "seeds": {t: cfg.task_seeds(t) for t in cfg.tasks}, "methods": plan,
+            "teacher_cache": cache_plan(cfg), "fingerprints": fingerprints(cfg)}
 
 
 def prepare_data(config, *, task: str, out: PathLike) -> dict:

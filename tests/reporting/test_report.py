@@ -403,3 +403,30 @@ def test_a_task_without_the_headline_fraction_is_named_before_any_work():
         config({})
     assert "config.tasks.reasoning.fractions: the report's headline fraction 1 is missing" in str(error.value)
     assert report_settings(config({"headline_fraction": 0.5})).headline_fraction == 0.5
+
+
+def test_a_task_with_its_own_seeds_is_reported_over_them(tmp_path):
+    """tasks.<t>.seeds: reasoning over seeds 0-1 (its seed 2 on disk is not read), summarization over
+    0-3 (seed 3 not run yet: listed missing, its claims over the three seeds present)."""
+    cfg = from_dict(ExperimentConfig, {
+        "name": "synthetic", "tasks": {"summarization": {"seeds": [0, 1, 2, 3]}, "reasoning": {"seeds": [0, 1]}},
+        "methods": METHODS, "fractions": FRACTIONS, "seeds": SEEDS,
+        "evaluation": {"sampling_temperatures": TEMPERATURES},
+        "report": {"claims": [{"claim": "gkd beats sft", "a": "gkd_default", "b": "sft"},
+                              {"claim": "gkd is faster", "a": "gkd_default", "b": "sft", "measure": "time_to_target"}]}})
+    results, out = tmp_path / "results", tmp_path / "out"
+    write_results(results)
+    build_report(cfg, results, out)
+    tidy = pd.read_csv(out / "all_cells.csv")
+    reasoning = tidy[tidy["task"] == "reasoning"]
+    assert set(reasoning.loc[reasoning["role"] == "distilled", "seed"]) == {0, 1}
+    assert set(reasoning.loc[reasoning["role"] == "student_init", "seed"]) == {0, 1}
+    missing = (out / "missing_cells.txt").read_text()
+    assert "summarization/sft/f1/seed3" in missing and "student_init/summarization/seed3" in missing
+    assert "reasoning/gkd_jsd09/f1/seed2" not in missing  # the synthetic tree's one missing cell is not asked for
+    claims = pd.read_csv(out / "claims.csv").set_index(["task", "measure"])
+    for measure in ("greedy_oracle", "greedy_score", "time_to_target"):
+        assert claims.loc[("reasoning", measure), "n_seeds"] == 2
+        assert claims.loc[("summarization", measure), "n_seeds"] == 3
+    calibration = pd.read_csv(out / "task_calibration.csv").set_index("task")
+    assert calibration.loc["reasoning", "init_seeds"] == 2 and calibration.loc["summarization", "init_seeds"] == 3

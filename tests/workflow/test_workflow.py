@@ -49,6 +49,28 @@ def test_bad_config_stops_the_workflow_at_start(tmp_path):
     assert "config.methods[1].method: 'seqkdd' is not allowed" in out.stdout + out.stderr
 
 
+def test_a_task_with_its_own_seeds_plans_its_initialisations_and_cells(tmp_path):
+    """tasks.<t>.seeds: the task gets a student initialisation, its evaluation and every cell per own seed."""
+    from xkdbench.config import load_config
+
+    work = workflow_copy(tmp_path)
+    path = work / "workflows/config/smoke.yaml"
+    text = path.read_text()
+    assert "  reasoning:\n" in text
+    path.write_text(text.replace("  reasoning:\n", "  reasoning:\n    seeds: [0, 1, 2]\n", 1))
+    out = subprocess.run(SNAKEMAKE + ["-n", "--cores", "2", "--configfile", "workflows/config/smoke.yaml"], cwd=work,
+                         env=OFFLINE, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out.stdout, flags=re.MULTILINE))
+    cfg = load_config(path)
+    assert cfg.task_seeds("reasoning") == [0, 1, 2] and cfg.task_seeds("translation") == [0]
+    tasks = len(cfg.tasks)
+    assert int(counts["init_student"]) == int(counts["evaluate_student_init"]) == tasks - 1 + 3
+    in_house = [c for c in cfg.cells() if not cfg.method(c[1]).external]  # external ones run their own rule
+    assert int(counts["distill"]) == len(in_house) and sum(c[0] == "reasoning" for c in in_house) % 3 == 0
+    assert "student_init/reasoning/seed2/eval/metrics.json" in out.stdout
+
+
 @pytest.mark.slow
 def test_smoke_study_end_to_end_and_interrupted_rerun(tmp_path):
     work = workflow_copy(tmp_path)

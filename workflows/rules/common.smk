@@ -13,7 +13,6 @@ RESULTS = f"results/{NAME}"
 FIGURES = f"paper_figures/{NAME}"
 TASKS = list(config["tasks"])
 METHODS = [m["name"] for m in config["methods"]]
-SEEDS = [int(s) for s in config["seeds"]]
 CFG = f"{RESULTS}/config.yaml"
 
 
@@ -40,6 +39,7 @@ _CHECKED = _plan()
 PLAN = _CHECKED["methods"]  # per variant: what it needs (teacher outputs, the teacher cache, a learned reward)
 CACHE_PLAN = _CHECKED["teacher_cache"]  # per task that has a teacher cache: whether it holds teacher outputs
 CELLS = _CHECKED["cells"]  # every (task, method, fraction, seed); a variant may be limited to some
+TASK_SEEDS = _CHECKED["seeds"]  # per task: its training seeds (its own, else the study's)
 FINGERPRINTS = _CHECKED["fingerprints"]
 
 

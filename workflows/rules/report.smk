@@ -3,9 +3,9 @@
 CELL_METRICS = [
     f"{RESULTS}/cells/{c['task']}/{c['method']}/f{c['fraction']}/seed{c['seed']}/eval/metrics.json" for c in CELLS
 ]
-REFERENCE_METRICS = expand(f"{RESULTS}/teacher/{{task}}/eval/metrics.json", task=TASKS) + expand(
-    f"{RESULTS}/student_init/{{task}}/seed{{seed}}/eval/metrics.json", task=TASKS, seed=SEEDS
-)
+REFERENCE_METRICS = expand(f"{RESULTS}/teacher/{{task}}/eval/metrics.json", task=TASKS) + [
+    f"{RESULTS}/student_init/{task}/seed{seed}/eval/metrics.json" for task in TASKS for seed in TASK_SEEDS[task]
+]
 
 
 rule report:

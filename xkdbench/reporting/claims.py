@@ -83,7 +83,7 @@ def _time_comparison(config: ExperimentConfig, results_dir: Path, claim, task: s
     None if no seed has both runs' validation logs."""
     keys = {m.name: m.method for m in config.methods}
     times = []
-    for seed in config.seeds:
+    for seed in config.task_seeds(task):
         curves = [validation_curve(Model(task, name, keys[name], "distilled", claim.fraction, seed)
                                    .directory(results_dir) / "train_log.jsonl") for name in (claim.a, claim.b)]
         a, b = time_to_target(*curves)

@@ -60,7 +60,8 @@ def expected_models(config: ExperimentConfig) -> list[Model]:
     models = []
     for task in config.tasks:
         models.append(Model(task, "teacher", "teacher", "teacher", math.nan, 0))
-        models += [Model(task, "student_init", "student_init", "student_init", math.nan, s) for s in config.seeds]
+        models += [Model(task, "student_init", "student_init", "student_init", math.nan, s)
+                   for s in config.task_seeds(task)]
     keys = {m.name: m.method for m in config.methods}
     for task, name, fraction, seed in config.cells():
         models.append(Model(task, name, keys[name], "distilled", fraction, seed))

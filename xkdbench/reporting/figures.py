@@ -226,7 +226,7 @@ def validation_curves(config: ExperimentConfig, settings: ReportSettings, colors
             entry = next(m for m in config.methods if m.name == name)
             if not entry.runs_on(task, fraction):
                 continue
-            for i, seed in enumerate(config.seeds):
+            for i, seed in enumerate(config.task_seeds(task)):
                 cell = Model(task, name, entry.method, "distilled", fraction, seed)
                 points = validation_curve(cell.directory(results_dir) / "train_log.jsonl")
                 if not points:

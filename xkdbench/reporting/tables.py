@@ -209,7 +209,7 @@ class PairedScores:
         """{seed: two columns (A, B) of `measure`, matched by test input index}; seeds missing either
         model are left out."""
         paired = {}
-        for seed in self.config.seeds:
+        for seed in self.config.task_seeds(task):
             a = self._scores(_model(self.config, task, a_name, fraction, seed))
             b = self._scores(_model(self.config, task, b_name, fraction, seed))
             if a is None or b is None:
