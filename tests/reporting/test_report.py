@@ -214,7 +214,7 @@ def test_a_variant_limited_to_one_task_and_fraction(tmp_path):
     assert set(wins["task"]) == {"reasoning"}  # the pair exists only where both ran
 
 
-def test_validation_curves_draw_each_seeds_log_and_names_a_bad_variant(tmp_path):
+def test_validation_curves_draw_each_seeds_log_and_names_a_bad_variant(tmp_path, monkeypatch):
     from xkdbench.config import ConfigError
     from xkdbench.reporting.settings import report_settings
 
@@ -226,8 +226,19 @@ def test_validation_curves_draw_each_seeds_log_and_names_a_bad_variant(tmp_path)
     write_results(results)
     from xkdbench.reporting import figures
     settings = report_settings(config)
+    drawn = []  # per figure, per task's panel: its lines (a curve and its lowest point per seed)
+    save = figures._save
+    monkeypatch.setattr(figures, "_save", lambda fig, *a: drawn.append([len(ax.lines) for ax in fig.axes]) or save(fig, *a))
     paths = figures.validation_curves(config, settings, figures.method_colors(config), results, tmp_path / "out")
     assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 0 for p in paths)
+    # summarization: seeds 0-2; reasoning: 0-1 (its gkd_jsd09 seed 2 is the tree's missing cell)
+    assert drawn[-1][:2] == [2 * 3, 2 * 2]
+    own = from_dict(ExperimentConfig, {
+        "name": "synthetic", "tasks": {"summarization": {"seeds": [1]}, "reasoning": {}}, "methods": METHODS,
+        "fractions": FRACTIONS, "seeds": SEEDS, "evaluation": {"sampling_temperatures": TEMPERATURES},
+        "report": {"validation_curves": ["gkd_jsd09"]}})
+    figures.validation_curves(own, report_settings(own), figures.method_colors(own), results, tmp_path / "own")
+    assert drawn[-1][:2] == [2 * 1, 2 * 2]  # a task's own seeds: only seed 1's log on summarization
 
 
 def test_a_figure_saved_twice_has_the_same_bytes(tmp_path, monkeypatch):
