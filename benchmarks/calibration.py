@@ -9,6 +9,11 @@ tokenizer and teacher (e.g. after `snakemake --cores all`):
      and tokenizer stay the study's, so only the student's side is measured;
   3. the student initialisation for every seed (unless nothing it reads changed: then the study's);
   4. every `--methods` cell at `--fraction`, for every seed;
+  5. with `--fresh N` (embedded tasks), every model above again on N fresh inputs: the task generator's
+     next seed draws them, and any that is already in one of the study's splits is dropped, so they are
+     held out from every model. The validation split's 100 inputs cannot judge a seed-to-seed sd of
+     0.03 (each seed's score has an sd of about 0.05 from the inputs alone), and enlarging the split
+     redraws the others (one random stream per task);
 
 and prints the greedy oracle and headline metric of each, mean and standard deviation over seeds, with
 the training seconds; then, for every pair of the methods, the variance components of their paired
@@ -25,6 +30,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -81,6 +87,8 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*", default=["sft"], help="method variants of the config")
     parser.add_argument("--fraction", type=float, default=1.0)
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE")
+    parser.add_argument("--fresh", type=int, default=0, metavar="N",
+                        help="also evaluate every model on N fresh inputs (embedded tasks; see above)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
@@ -113,18 +121,23 @@ def main() -> None:
     own_init = data != study / "data" / task or task_differs("student_init", "max_prompt_tokens", "max_target_tokens") \
         or config.get("student_init") != base.get("student_init") or config["models"]["student"] != base["models"]["student"]
 
+    fresh = fresh_inputs(config, task, data, args.fresh, out) if args.fresh else None
+
     rows: dict[str, dict[str, list[float]]] = {}
     per_example: dict[str, dict[int, list[float]]] = {}  # model -> seed -> greedy oracle per input
+    fresh_rows: dict[str, dict[str, list[float]]] = {}
+    fresh_per_example: dict[str, dict[int, list[float]]] = {}
 
-    def record(name: str, seed: int, metrics_path: Path, seconds: float | None) -> None:
-        metrics = json.loads(metrics_path.read_text())
-        row = rows.setdefault(name, {"oracle": [], "headline": [], "seconds": []})
-        row["oracle"].append(metrics["greedy"]["oracle"])
-        row["headline"].append(metrics["headline"])
-        if seconds is not None:
-            row["seconds"].append(seconds)
-        outputs = [json.loads(line) for line in (metrics_path.parent / "outputs.jsonl").open()]
-        per_example.setdefault(name, {})[seed] = [r["greedy_oracle"] for r in sorted(outputs, key=lambda r: r["index"])]
+    def record(name: str, seed: int, metrics_path: Path, seconds: float | None, model: Path) -> None:
+        _record(rows, per_example, name, seed, metrics_path, seconds)
+        if fresh is not None:
+            evaluated = out / "fresh_eval" / name / f"seed{seed}"
+            if not (evaluated / "metrics.json").exists():
+                run(xkdbench("evaluate", "--config", str(config_path), "--task", task, "--data", str(fresh),
+                             "--checkpoint", str(model), "--seed", str(seed), "--out", str(evaluated)),
+                    out / "logs" / f"fresh_eval_{name}_seed{seed}.log")
+            _record(fresh_rows, fresh_per_example, name, seed, evaluated / "metrics.json", seconds)
+
 
     for seed in seeds:
         init = study / "student_init" / task / f"seed{seed}"
@@ -140,7 +153,7 @@ def main() -> None:
                          "--checkpoint", str(init / "model"), "--seed", str(seed), "--out", str(init_eval)),
                 out / "logs" / f"init_eval_seed{seed}.log")
         seconds = json.loads((init / "train_summary.json").read_text()).get("seconds")
-        record("init", seed, init_eval / "metrics.json", seconds)
+        record("init", seed, init_eval / "metrics.json", seconds, init / "model")
         for method in args.methods:
             cell = out / "cells" / method / f"seed{seed}"
             if not (cell / "eval" / "metrics.json").exists():
@@ -155,16 +168,70 @@ def main() -> None:
                              "--evaluate", *extra),
                     out / "logs" / f"{method}_seed{seed}.log")
             seconds = json.loads((cell / "train_summary.json").read_text()).get("seconds")
-            record(method, seed, cell / "eval" / "metrics.json", seconds)
+            record(method, seed, cell / "eval" / "metrics.json", seconds, cell / "model")
 
-    print(f"{task}, validation split, greedy, seeds {seeds}; settings: {' '.join(args.sets) or 'the study'}")
+    settings = ' '.join(args.sets) or 'the study'
+    table(f"{task}, validation split, greedy, seeds {seeds}; settings: {settings}", rows)
+    if fresh is not None:
+        kept = sum(1 for _ in (fresh / "validation.jsonl").open())
+        table(f"\n{task}, {kept} fresh inputs, greedy, seeds {seeds}; settings: {settings}", fresh_rows)
+    if len(seeds) > 1:  # on the fresh inputs where there are some: more inputs, steadier components
+        power(fresh_per_example if fresh is not None else per_example, seeds)
+
+
+def _record(rows: dict, per_example: dict, name: str, seed: int, metrics_path: Path, seconds: float | None) -> None:
+    metrics = json.loads(metrics_path.read_text())
+    row = rows.setdefault(name, {"oracle": [], "headline": [], "seconds": []})
+    row["oracle"].append(metrics["greedy"]["oracle"])
+    row["headline"].append(metrics["headline"])
+    if seconds is not None:
+        row["seconds"].append(seconds)
+    outputs = [json.loads(line) for line in (metrics_path.parent / "outputs.jsonl").open()]
+    per_example.setdefault(name, {})[seed] = [r["greedy_oracle"] for r in sorted(outputs, key=lambda r: r["index"])]
+
+
+def table(title: str, rows: dict) -> None:
+    print(title)
     print("| model | oracle (mean ± sd) | headline (mean ± sd) | training s (mean) |")
     print("|---|---|---|---|")
     for name, row in rows.items():
         seconds = f"{statistics.mean(row['seconds']):.1f}" if row["seconds"] else "-"
         print(f"| {name} | {summary(row['oracle'])} | {summary(row['headline'])} | {seconds} |")
-    if len(seeds) > 1:
-        power(per_example, seeds)
+
+
+def fresh_inputs(config: dict, task: str, data: Path, n: int, out: Path) -> Path:
+    """A copy of the data directory whose validation split is n inputs drawn with the generator's next
+    seed, less any whose prompt is already in one of `data`'s splits (kept in the order drawn): the
+    generator words answers in several ways, so the same question can come with another answer."""
+    from xkdbench.tasks import get_task
+
+    fresh = out / "fresh" / "data"
+    if (fresh / "validation.jsonl").exists():
+        return fresh
+    spec = config["tasks"][task]
+    if spec.get("source", "embedded") != "embedded":
+        raise SystemExit(f"--fresh: task {task!r} is not embedded (source {spec['source']!r}); it has no generator")
+    options = dict(spec.get("options") or {})
+    # the other splits are drawn too (the generator's stream is test, validation, warm-up, train): keep them tiny
+    options.update(seed=int(options.get("seed", 0)) + 1, sizes={"train": 10, "warmup": 10, "validation": n, "test": 10})
+    draw_config = copy.deepcopy(config)
+    draw_config["tasks"][task] = {**spec, "options": options}
+    draw_path = out / "fresh" / "draw.yaml"
+    draw_path.parent.mkdir(parents=True, exist_ok=True)
+    draw_path.write_text(yaml.safe_dump(draw_config, sort_keys=False))
+    drawn = out / "fresh" / "drawn"
+    run(xkdbench("prepare-data", "--config", str(draw_path), "--task", task, "--out", str(drawn), threads=False),
+        out / "logs" / "fresh_prepare_data.log")
+    prompt = get_task(task).prompt
+    seen = {prompt(json.loads(line)) for split in data.glob("*.jsonl") for line in split.open()}
+    kept = [line for line in (drawn / "validation.jsonl").open() if prompt(json.loads(line)) not in seen]
+    staging = fresh.with_name("data.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(data, staging)
+    (staging / "validation.jsonl").write_text("".join(kept))
+    staging.rename(fresh)  # complete or absent
+    return fresh
+
 
 
 def power(per_example: dict[str, dict[int, list[float]]], seeds: list[int]) -> None:

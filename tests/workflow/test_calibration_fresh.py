@@ -1,0 +1,56 @@
+"""benchmarks/calibration.py --fresh: inputs drawn with the generator's next seed, none of them already in
+one of the study's splits by prompt, in a copy of the data whose other splits are the study's."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from xkdbench.tasks import get_task
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "calibration.py"
+
+
+@pytest.fixture(scope="module")
+def calibration():
+    spec = importlib.util.spec_from_file_location("calibration", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.open()]
+
+
+def test_fresh_inputs_are_the_next_seeds_draw_less_the_studys_prompts(calibration, tmp_path):
+    options = {"difficulty": 0, "sizes": {"train": 400, "warmup": 20, "validation": 20, "test": 20}}
+    task = get_task("reasoning", **options)
+    data = tmp_path / "study_data"
+    config = {"tasks": {"reasoning": {"options": options}}}
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    calibration.run(calibration.xkdbench("prepare-data", "--config", str(config_path), "--task", "reasoning",
+                                         "--out", str(data), threads=False), tmp_path / "prepare.log")
+
+    fresh = calibration.fresh_inputs(config, "reasoning", data, 300, tmp_path / "out")
+
+    prompt = task.prompt
+    seen = {prompt(r) for split in ("train", "warmup", "validation", "test") for r in _lines(data / f"{split}.jsonl")}
+    drawn = _lines(tmp_path / "out" / "fresh" / "drawn" / "validation.jsonl")
+    kept = _lines(fresh / "validation.jsonl")
+    # level 0 has few distinct problems, so the next seed repeats some of the study's: they are dropped
+    assert 0 < len(kept) < len(drawn) == 300
+    assert kept == [r for r in drawn if prompt(r) not in seen]
+    # the next seed's draw, not the study's validation split again
+    assert json.loads((tmp_path / "out" / "fresh" / "drawn" / "task.json").read_text())["options"]["seed"] == 1
+    for split in ("train", "warmup", "test", "task"):
+        name = f"{split}.json" if split == "task" else f"{split}.jsonl"
+        assert (fresh / name).read_text() == (data / name).read_text()
+    # a second call reuses the finished copy; a real dataset has no generator to draw from
+    assert calibration.fresh_inputs(config, "reasoning", data, 300, tmp_path / "out") == fresh
+    with pytest.raises(SystemExit, match="not embedded"):
+        calibration.fresh_inputs({"tasks": {"reasoning": {"source": "hf"}}}, "reasoning", data, 10, tmp_path / "x")
