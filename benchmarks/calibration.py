@@ -104,6 +104,11 @@ def main() -> None:
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     task, seeds = args.task, args.seeds
+    if args.fresh < 0:
+        raise SystemExit(f"--fresh: expected a number of inputs >= 0, got {args.fresh}")
+    if args.fresh and config["tasks"][task].get("source", "embedded") != "embedded":
+        raise SystemExit(f"--fresh: task {task!r} is not embedded (source {config['tasks'][task]['source']!r}); "
+                         "it has no generator to draw fresh inputs from")
     data = study / "data" / task
 
     task_now, task_before = config["tasks"][task], base["tasks"][task]
