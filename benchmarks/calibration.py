@@ -104,11 +104,7 @@ def main() -> None:
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     task, seeds = args.task, args.seeds
-    if args.fresh < 0:
-        raise SystemExit(f"--fresh: expected a number of inputs >= 0, got {args.fresh}")
-    if args.fresh and config["tasks"][task].get("source", "embedded") != "embedded":
-        raise SystemExit(f"--fresh: task {task!r} is not embedded (source {config['tasks'][task]['source']!r}); "
-                         "it has no generator to draw fresh inputs from")
+    check_fresh(config, task, args.fresh)  # before any work
     data = study / "data" / task
 
     task_now, task_before = config["tasks"][task], base["tasks"][task]
@@ -204,6 +200,16 @@ def table(title: str, rows: dict) -> None:
         print(f"| {name} | {summary(row['oracle'])} | {summary(row['headline'])} | {seconds} |")
 
 
+def check_fresh(config: dict, task: str, n: int) -> None:
+    """--fresh N needs N >= 0 and, for N > 0, an embedded task: only a generator can draw more inputs."""
+    if n < 0:
+        raise SystemExit(f"--fresh: expected a number of inputs >= 0, got {n}")
+    source = config["tasks"][task].get("source", "embedded")
+    if n and source != "embedded":
+        raise SystemExit(f"--fresh: task {task!r} is not embedded (source {source!r}); "
+                         "it has no generator to draw fresh inputs from")
+
+
 def fresh_inputs(config: dict, task: str, data: Path, n: int, out: Path) -> Path:
     """A copy of the data directory whose validation split is n inputs drawn with the generator's next
     seed, less any whose prompt is already in one of `data`'s splits (kept in the order drawn): the
@@ -214,8 +220,6 @@ def fresh_inputs(config: dict, task: str, data: Path, n: int, out: Path) -> Path
     if (fresh / "validation.jsonl").exists():
         return fresh
     spec = config["tasks"][task]
-    if spec.get("source", "embedded") != "embedded":
-        raise SystemExit(f"--fresh: task {task!r} is not embedded (source {spec['source']!r}); it has no generator")
     options = dict(spec.get("options") or {})
     # the other splits are drawn too (the generator's stream is test, validation, warm-up, train): keep them tiny
     options.update(seed=int(options.get("seed", 0)) + 1, sizes={"train": 10, "warmup": 10, "validation": n, "test": 10})

@@ -4,7 +4,6 @@ The end-to-end run of the worked example (TRL's GKDTrainer as the rule `trl_gkd`
 (tests/workflow/test_workflow.py, marked slow)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -15,6 +14,7 @@ import torch
 import yaml
 
 from tests.cli.test_cli import SMOKE, run, write_config
+from tests.scripts import load_script
 from xkdbench import stages
 from xkdbench.config import ConfigError, load_config
 from xkdbench.external import ContractError, declarations, load_declaration
@@ -220,9 +220,7 @@ def test_trl_gkd_divides_an_on_policy_batch_by_its_own_tokens(study, tmp_path):
     """TRL divides a batch's summed JSD by num_items_in_batch, the gold batch's token count even when the
     batch trained on is the student's samples; the worked example divides by the tokens summed over."""
     pytest.importorskip("trl")
-    spec = importlib.util.spec_from_file_location("trl_gkd_rule", ROOT / "workflows/rules/external/trl_gkd.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("workflows/rules/external/trl_gkd.py")
     from datasets import Dataset
 
     from xkdbench.config import TrainingConfig

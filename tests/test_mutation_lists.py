@@ -2,20 +2,14 @@
 changed (mutmut renumbers a changed function's mutants) is not taken for the mutant it once named."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import yaml
 
+from tests.scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 LISTS = ["tests/mutation_equivalent.yaml", "tests/mutation_out_of_reach.yaml"]
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("mutation_scores", ROOT / "benchmarks" / "mutation_scores.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_every_entry_names_its_mutant_and_a_reason_and_sits_in_one_list():
@@ -38,7 +32,7 @@ def test_no_name_is_listed_twice():
 def test_entries_match_by_function_and_line_not_by_number(monkeypatch, tmp_path):
     """mutmut renumbers a changed function's mutants: an entry excuses the survivor whose mutated line it
     records (under whatever number), and never the mutant that now carries its old number."""
-    script = load_script()
+    script = load_script("benchmarks/mutation_scores.py")
     shown = {"mod.x_f__mutmut_1": "x = a - b", "mod.x_f__mutmut_2": "y = None", "mod.x_f__mutmut_3": "z = 1",
              "mod.x_g__mutmut_1": "y = 2"}
     monkeypatch.setattr(script, "signature", lambda copy, name: shown[name])

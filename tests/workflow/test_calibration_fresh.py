@@ -2,24 +2,19 @@
 one of the study's splits by prompt, in a copy of the data whose other splits are the study's."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.scripts import load_script
 from xkdbench.tasks import get_task
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "calibration.py"
 
 
 @pytest.fixture(scope="module")
 def calibration():
-    spec = importlib.util.spec_from_file_location("calibration", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/calibration.py")
 
 
 def _lines(path: Path) -> list[dict]:
@@ -50,7 +45,14 @@ def test_fresh_inputs_are_the_next_seeds_draw_less_the_studys_prompts(calibratio
     for split in ("train", "warmup", "test", "task"):
         name = f"{split}.json" if split == "task" else f"{split}.jsonl"
         assert (fresh / name).read_text() == (data / name).read_text()
-    # a second call reuses the finished copy; a real dataset has no generator to draw from
+    # a second call reuses the finished copy
     assert calibration.fresh_inputs(config, "reasoning", data, 300, tmp_path / "out") == fresh
-    with pytest.raises(SystemExit, match="not embedded"):
-        calibration.fresh_inputs({"tasks": {"reasoning": {"source": "hf"}}}, "reasoning", data, 10, tmp_path / "x")
+
+
+def test_fresh_is_refused_where_nothing_can_be_drawn(calibration):
+    calibration.check_fresh({"tasks": {"reasoning": {"source": "hf"}}}, "reasoning", 0)  # not asked for
+    calibration.check_fresh({"tasks": {"reasoning": {}}}, "reasoning", 100)  # embedded by default
+    with pytest.raises(SystemExit, match="not embedded"):  # a real dataset has no generator to draw from
+        calibration.check_fresh({"tasks": {"reasoning": {"source": "hf"}}}, "reasoning", 10)
+    with pytest.raises(SystemExit, match=">= 0, got -1"):
+        calibration.check_fresh({"tasks": {"reasoning": {}}}, "reasoning", -1)

@@ -1,20 +1,14 @@
 """benchmarks/workflow_times.py reads Snakemake's own log: job seconds per rule and how many jobs ran at once."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "workflow_times.py"
+from tests.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def workflow_times():
-    spec = importlib.util.spec_from_file_location("workflow_times", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/workflow_times.py")
 
 
 # Snakemake 9's log lines, as a run writes them: a lone job, then two at once, the second finishing last
