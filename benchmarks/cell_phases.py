@@ -122,6 +122,7 @@ def child(args) -> dict:
 
         if load_config(results / "config.yaml").teacher_cache.enabled and cache.is_dir():  # as the rule passes it
             argv += ["--teacher-cache", str(cache)]
+        cli.collect_less()  # as `xkdbench distill` does when it is the process's command
         with clock.phase("other"):
             code = cli.main(argv)
         if code:

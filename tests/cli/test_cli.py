@@ -38,6 +38,24 @@ def test_help_lists_every_stage():
                       "check"}
 
 
+def test_garbage_collector_is_quieted_for_a_command_process_only(capsys):
+    """`xkdbench <command>` as a process freezes what its imports left and collects rarely (a faster
+    run, the same numbers); called as a library (main(argv)), it leaves the caller's collector alone."""
+    probe = ("import gc, sys\n"
+             "from xkdbench.cli import main\n"
+             "sys.argv = ['xkdbench', 'tasks']\n"
+             "code = main()\n"
+             "print(gc.get_threshold(), gc.get_freeze_count() > 10_000, code)\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[-1] == "(50000, 50, 100) True 0"
+    import gc
+
+    before = gc.get_threshold(), gc.get_freeze_count()
+    assert main(["tasks"]) == 0
+    assert (gc.get_threshold(), gc.get_freeze_count()) == before
+    capsys.readouterr()
+
+
 def test_lists(capsys):
     code, out = run(["methods"], capsys)
     assert code == 0 and "gkd" in out and "2306.13649" in out
