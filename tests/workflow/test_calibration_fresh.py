@@ -1,5 +1,6 @@
 """benchmarks/calibration.py --fresh: inputs drawn with the generator's next seed, none of them already in
-one of the study's splits by prompt, in a copy of the data whose other splits are the study's."""
+one of the study's splits by prompt (with --fresh-keep-seen, all of them), in a copy of the data whose
+other splits are the study's."""
 from __future__ import annotations
 
 import json
@@ -31,7 +32,7 @@ def test_fresh_inputs_are_the_next_seeds_draw_less_the_studys_prompts(calibratio
     calibration.run(calibration.xkdbench("prepare-data", "--config", str(config_path), "--task", "reasoning",
                                          "--out", str(data), threads=False), tmp_path / "prepare.log")
 
-    fresh = calibration.fresh_inputs(config, "reasoning", data, 300, tmp_path / "out")
+    fresh = calibration.fresh_inputs(config, "reasoning", data, 300, tmp_path / "out" / "fresh", tmp_path / "draw.log")
 
     prompt = task.prompt
     seen = {prompt(r) for split in ("train", "warmup", "validation", "test") for r in _lines(data / f"{split}.jsonl")}
@@ -46,7 +47,12 @@ def test_fresh_inputs_are_the_next_seeds_draw_less_the_studys_prompts(calibratio
         name = f"{split}.json" if split == "task" else f"{split}.jsonl"
         assert (fresh / name).read_text() == (data / name).read_text()
     # a second call reuses the finished copy
-    assert calibration.fresh_inputs(config, "reasoning", data, 300, tmp_path / "out") == fresh
+    assert calibration.fresh_inputs(config, "reasoning", data, 300, tmp_path / "out" / "fresh", tmp_path / "draw.log") == fresh
+    # --fresh-keep-seen: the same draw, every input kept in the order drawn (mixed as a test split is)
+    as_drawn = calibration.fresh_inputs(config, "reasoning", data, 300, tmp_path / "out" / "fresh_as_drawn",
+                                        tmp_path / "draw.log", keep_seen=True)
+    assert _lines(as_drawn / "validation.jsonl") == drawn
+    assert (as_drawn / "test.jsonl").read_text() == (data / "test.jsonl").read_text()
 
 
 def test_fresh_is_refused_where_nothing_can_be_drawn(calibration):
