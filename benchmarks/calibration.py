@@ -18,8 +18,8 @@ tokenizer and teacher (e.g. after `snakemake --cores all`):
      holds (reasoning: 219 of 2000, whose answers the initialisation gets right 0.84 of the time, against
      0.55 for the rest); `--fresh-keep-seen` keeps them, for inputs mixed as the test split's are, whose
      gains come closer to the study's (SFT's 200 steps: +0.094 on them, +0.113 without the seen ones,
-     +0.089 on the test split; 250 steps: +0.113, +0.127, +0.097), within the 0.01-0.02 by which any two
-     draws of 2000 differ;
+     +0.089 on the test split; 250 steps: +0.113, +0.127, +0.097; 300 steps: +0.127 as drawn, +0.120 on
+     the test split), within the 0.01-0.02 by which any two draws of 2000 differ;
 
 and prints the greedy oracle and headline metric of each, mean and standard deviation over seeds, with
 the training seconds; then, for every pair of the methods, the variance components of their paired
