@@ -441,3 +441,25 @@ def test_a_task_with_its_own_seeds_is_reported_over_them(tmp_path):
         assert claims.loc[("summarization", measure), "n_seeds"] == 3
     calibration = pd.read_csv(out / "task_calibration.csv").set_index("task")
     assert calibration.loc["reasoning", "init_seeds"] == 2 and calibration.loc["summarization", "init_seeds"] == 3
+
+
+def test_a_long_figure_title_is_wrapped_inside_a_one_panel_figure():
+    """A study with one curve task draws one-panel figures, narrower than their titles: the title is
+    wrapped so that, drawn, it lies inside the figure; unwrapped it would be cut at both edges."""
+    from xkdbench.reporting.figures import _figure, _suptitle
+
+    text = ("Data efficiency against sft: the difference per seed (same initialisation and data), "
+            "mean and 95% t-band over 3-4 seeds")
+    for fontsize in ("large", "medium"):
+        fig, _ = _figure(1)
+        fig.suptitle(text, fontsize=fontsize)
+        renderer = fig.canvas.get_renderer()
+        fig.canvas.draw()
+        figure_box = fig.bbox
+        assert fig._suptitle.get_window_extent(renderer).width > figure_box.width  # the case being fixed
+        _suptitle(fig, text, fontsize=fontsize)
+        fig.canvas.draw()
+        title_box = fig._suptitle.get_window_extent(renderer)
+        assert "\n" in fig._suptitle.get_text()
+        assert figure_box.x0 <= title_box.x0 and title_box.x1 <= figure_box.x1, (fontsize, title_box, figure_box)
+        assert title_box.y1 <= figure_box.y1

@@ -70,6 +70,13 @@ def _figure(ncols: int, width: float = 5.0, height: float = 4.0) -> tuple[Figure
     return fig, list(axes[0])
 
 
+def _suptitle(fig: Figure, text: str, fontsize: str = "large") -> None:
+    """The figure's title, wrapped to the figure's width: a one-panel figure is narrower than most titles,
+    and constrained layout does not wrap, so an unwrapped title is cut at both edges."""
+    chars_per_inch = {"large": 10, "medium": 12}[fontsize]  # ~0.55 em per character in the default font
+    fig.suptitle(textwrap.fill(text, width=max(30, int(fig.get_figwidth() * chars_per_inch))), fontsize=fontsize)
+
+
 def _save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
     paths = []
     for fmt_ in ("png", "pdf"):
@@ -129,7 +136,7 @@ def data_efficiency(tidy, config: ExperimentConfig, settings: ReportSettings, co
         ax.set_title(task)
         ax.grid(alpha=0.3)
         _mark_empty(ax)
-    fig.suptitle(f"Data efficiency: test score vs training data (mean, 95% t-band over {_seeds(greedy)} seeds)")
+    _suptitle(fig, f"Data efficiency: test score vs training data (mean, 95% t-band over {_seeds(greedy)} seeds)")
     _legend(fig, axes)
     return _save(fig, out_dir, "data_efficiency")
 
@@ -164,8 +171,8 @@ def performance_diversity(tidy, config: ExperimentConfig, settings: ReportSettin
         ax.set_title(task)
         ax.grid(alpha=0.3)
         _mark_empty(ax)
-    fig.suptitle(f"Performance vs diversity of samples across sampling temperatures "
-                 f"(data fraction {settings.headline_fraction:g}, mean over seeds)")
+    _suptitle(fig, f"Performance vs diversity of samples across sampling temperatures "
+                    f"(data fraction {settings.headline_fraction:g}, mean over seeds)")
     _legend(fig, axes)
     return _save(fig, out_dir, "performance_diversity")
 
@@ -207,8 +214,8 @@ def cost(tidy, config: ExperimentConfig, settings: ReportSettings, colors, out_d
         ax.invert_yaxis()
         ax.set_xlabel(label)
         ax.grid(axis="x", alpha=0.3)
-    fig.suptitle(f"Training cost per method (mean over {fmt.count_label(cells.groupby('method').size())} "
-                 "cells each: tasks x fractions x seeds)")
+    _suptitle(fig, f"Training cost per method (mean over {fmt.count_label(cells.groupby('method').size())} "
+                    "cells each: tasks x fractions x seeds)")
     return _save(fig, out_dir, "cost")
 
 
@@ -243,8 +250,8 @@ def validation_curves(config: ExperimentConfig, settings: ReportSettings, colors
         if not drawn:
             _mark_empty(ax)
     _legend(fig, axes)
-    fig.suptitle(f"Validation NLL during training at data fraction {fraction:g} (one line per seed; dot: lowest, "
-                 "whose time is the cost table's time to best)", fontsize="medium")
+    _suptitle(fig, f"Validation NLL during training at data fraction {fraction:g} (one line per seed; dot: lowest, "
+                    "whose time is the cost table's time to best)", fontsize="medium")
     return _save(fig, out_dir, "validation_curves")
 
 
@@ -299,8 +306,8 @@ def paired_data_efficiency(tidy, config: ExperimentConfig, settings: ReportSetti
             ax.set_title(task)
             ax.grid(alpha=0.3)
             _mark_empty(ax)
-    fig.suptitle(f"Data efficiency against {reference}: the difference per seed (same initialisation and data), "
-                 f"mean and 95% t-band over {_seeds(greedy)} seeds")
+    _suptitle(fig, f"Data efficiency against {reference}: the difference per seed (same initialisation and data), "
+                    f"mean and 95% t-band over {_seeds(greedy)} seeds")
     _legend(fig, list(axes.flat))
     return _save(fig, out_dir, "data_efficiency_paired")
 
