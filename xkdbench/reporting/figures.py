@@ -358,6 +358,6 @@ def claims_forest(table: pd.DataFrame, config: ExperimentConfig, out_dir: Path) 
     handles = [matplotlib.lines.Line2D([], [], color=c, marker="o", linewidth=2.2, label=v)
                for v, c in {**VERDICT_COLORS, CONTROL_FAILED: "black"}.items()]
     fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize="small")
-    fig.suptitle("Claims of the source papers: effect A − B with its 95% interval\nover training runs and test "
-                 "inputs, coloured by verdict", fontsize="medium")  # two lines: one is wider than the figure
+    _suptitle(fig, "Claims of the source papers: effect A − B with its 95% interval over training runs and test "
+                   "inputs, coloured by verdict", fontsize="medium")
     return _save(fig, out_dir, "claims_forest")
